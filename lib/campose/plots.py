@@ -1,0 +1,72 @@
+"""Standard figures shared by the chapters: image grids, cameras and trajectories on the plan.
+
+Positions are metres in the world frame (x east, y north); orientations are camera-to-world
+quaternions (w, x, y, z). Every function draws on a matplotlib axis and returns it (or the figure).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SPLIT_COLOURS = {"train": "#1f77b4", "test": "#d62728", "val": "#2ca02c"}
+
+
+def image_grid(images, titles=None, ncols: int = 3, width: float = 12.0):
+    """Show uint8 RGB images in a grid; returns the figure."""
+    import matplotlib.pyplot as plt
+
+    n = len(images)
+    nrows = int(np.ceil(n / ncols))
+    h, w = images[0].shape[:2]
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width, width / ncols * h / w * nrows + 0.3 * nrows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            ax.imshow(images[i])
+            if titles is not None:
+                ax.set_title(titles[i], fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def headings(q: np.ndarray) -> np.ndarray:
+    """Horizontal viewing direction (unit 2-vectors in the plan) of camera-to-world quaternions."""
+    from campose.geometry import quat_to_matrix
+
+    fwd = quat_to_matrix(np.asarray(q, float).reshape(-1, 4))[:, :2, 2]
+    return fwd / np.maximum(np.linalg.norm(fwd, axis=1, keepdims=True), 1e-9)
+
+
+def draw_cameras(ax, x, q, length: float = 1.0, color="k", every: int = 1, fov_deg: float | None = None, **kw):
+    """Draw camera positions with heading arrows (or view wedges if ``fov_deg`` is given)."""
+    x = np.asarray(x, float).reshape(-1, 3)[::every]
+    d = headings(q)[::every]
+    if fov_deg is None:
+        ax.quiver(x[:, 0], x[:, 1], d[:, 0], d[:, 1], angles="xy", scale_units="xy", scale=1 / length,
+                  color=color, width=0.003, zorder=5, **kw)
+    else:
+        a = np.radians(fov_deg) / 2
+        for p, v in zip(x, d):
+            rot = lambda t: np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])  # noqa: E731
+            l_, r_ = p[:2] + length * rot(a) @ v, p[:2] + length * rot(-a) @ v
+            ax.fill([p[0], l_[0], r_[0]], [p[1], l_[1], r_[1]], color=color, alpha=0.35, zorder=5, lw=0)
+            ax.plot([p[0]], [p[1]], "o", color=color, ms=4, zorder=6)
+    ax.scatter(x[:, 0], x[:, 1], s=4, color=color, zorder=5)
+    return ax
+
+
+def plot_walks(plan, sequences, ax=None, arrows_every: int = 0):
+    """Draw sequences (objects with ``name``, ``x``, ``q`` and ``split`` or ``meta['split']``) on the plan."""
+    import matplotlib.pyplot as plt
+
+    ax = plan.plot(ax=ax)
+    cmap = plt.get_cmap("tab10")
+    for i, s in enumerate(sequences):
+        split = getattr(s, "split", None) or getattr(s, "meta", {}).get("split", "train")
+        ls = "-" if split == "train" else "--"
+        ax.plot(s.x[:, 0], s.x[:, 1], ls, color=cmap(i % 10), lw=1.6, label=f"{s.name} ({split}, {len(s.x)} frames)")
+        ax.plot(s.x[0, 0], s.x[0, 1], "o", color=cmap(i % 10), ms=6)
+        if arrows_every:
+            draw_cameras(ax, s.x, s.q, length=0.8, color=cmap(i % 10), every=arrows_every)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, fontsize=8, frameon=False)
+    return ax
