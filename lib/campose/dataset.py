@@ -153,7 +153,7 @@ def write_sequence(root: str | Path, images, x, q, intrinsics: Intrinsics, meta:
     """Write a sequence atomically. ``images`` is an iterable of (H, W, 3) uint8 arrays (it may be
     a generator, e.g. a renderer producing frames on the fly)."""
     from PIL import Image
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     x, q = np.asarray(x, float), np.asarray(q, float)
     names = names or [f"{i:06d}.png" for i in range(len(x))]
