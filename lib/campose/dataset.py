@@ -205,7 +205,7 @@ def image_to_tensor(img: np.ndarray, size: tuple[int, int] | None = None, mean=I
 
     if size is not None and (img.shape[1], img.shape[0]) != tuple(size):
         img = np.asarray(Image.fromarray(img).resize(tuple(size), Image.BILINEAR))
-    t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)
+    t = torch.from_numpy(np.array(img, dtype=np.float32)).permute(2, 0, 1).div_(255.0)
     m = torch.tensor(mean).view(3, 1, 1)
     s = torch.tensor(std).view(3, 1, 1)
     return (t - m) / s

@@ -153,7 +153,7 @@ def paint_notice_board(img, r0, c0, h, w, rng):
         b = _box(img, r_.start, r_.stop, c_.start, c_.stop)
         if b is not None:
             img[b] = 0.3
-    for _ in range(int(rng.integers(8, 8 + w * h // 900))):
+    for _ in range(int(rng.integers(8, 9 + w * h // 900))):
         ph, pw = int(rng.uniform(0.12, 0.35) * h), int(rng.uniform(0.08, 0.25) * w)
         pr, pc = r0 + rng.integers(frame, max(frame + 1, h - ph)), c0 + rng.integers(frame, max(frame + 1, w - pw))
         paper = np.array([0.97, 0.97, 0.95], np.float32) if rng.uniform() < 0.6 else _rand_colour(rng, 0.5) * 0.4 + 0.6
