@@ -2,7 +2,8 @@
 
 Conventions:
 
-* quaternions are ``(w, x, y, z)``, unit length, sign chosen with ``w >= 0`` (Hamilton product);
+* quaternions are ``(w, x, y, z)``, unit length, sign chosen with ``w >= 0`` (for ``w = 0``, the
+  first non-zero of x, y, z positive) (Hamilton product);
 * a pose is camera-to-world: centre ``x`` (metres, world frame) and ``q`` rotating camera axes
   (x right, y down, z forward; OpenCV/COLMAP) into the world (x east, y north, z up);
 * rotation error = ``2 acos(|<q1, q2>|)`` in degrees, position error = Euclidean distance in metres.
@@ -43,7 +44,11 @@ def quat_normalize(q) -> np.ndarray:
     if np.any(n < 1e-12):
         raise ValueError("cannot normalise a zero quaternion")
     q = q / n
-    return np.where(q[..., :1] < 0, -q, q)
+    # canonical sign: w > 0; for w = 0 (180-degree turns) the first non-zero of x, y, z is > 0
+    lead = q[..., 3:4].copy()
+    for i in (2, 1, 0):
+        lead = np.where(np.abs(q[..., i:i + 1]) > 1e-12, q[..., i:i + 1], lead)
+    return np.where(lead < 0, -q, q)
 
 
 def quat_multiply(q1, q2) -> np.ndarray:
