@@ -214,6 +214,19 @@ def _bilinear(pyr, col0, width, height, uu, vv, out):
         out[ch] = v
 
 
+@njit(inline="always", fastmath=True)
+def _ray_line_t(segs, s, camx, camy, dx, dy):
+    """Ray parameter t > 0 where the ray (cam + t d) meets the line of segment s, else 1e30."""
+    ax, ay = segs[s, 0], segs[s, 1]
+    ex, ey = segs[s, 2] - ax, segs[s, 3] - ay
+    den = dx * ey - dy * ex
+    if abs(den) > 1e-12:
+        t = ((ax - camx) * ey - (ay - camy) * ex) / den
+        if t > 0:
+            return t
+    return 1e30
+
+
 @njit(inline="always")
 def _hash_noise(ix, iy, salt):
     h = (ix * 374761393 + iy * 668265263 + salt * 2246822519) & 0xFFFFFFFF
@@ -267,25 +280,15 @@ def _render_kernel(R, C, fx, fy, pcx, pcy, width, height, nbins, solid, opening,
                     b = 0
                 seg = solid[b]
                 if seg >= 0:
-                    ax, ay = segs[seg, 0], segs[seg, 1]
-                    ex, ey = segs[seg, 2] - ax, segs[seg, 3] - ay
-                    den = dx * ey - dy * ex
-                    if abs(den) > 1e-12:
-                        t = ((ax - camx) * ey - (ay - camy) * ex) / den
-                    if not (t > 0):
-                        t = 1e30
+                    t = _ray_line_t(segs, seg, camx, camy, dx, dy)
                 op = opening[b]
                 if op >= 0:
-                    ax, ay = segs[op, 0], segs[op, 1]
-                    ex, ey = segs[op, 2] - ax, segs[op, 3] - ay
-                    den = dx * ey - dy * ex
-                    if abs(den) > 1e-12:
-                        to = ((ax - camx) * ey - (ay - camy) * ex) / den
-                        if 0 < to < t:
-                            zo = camz + to * dz
-                            if Hd < zo < H:
-                                t = to
-                                seg = op
+                    to = _ray_line_t(segs, op, camx, camy, dx, dy)
+                    if to < t:
+                        zo = camz + to * dz
+                        if Hd < zo < H:
+                            t = to
+                            seg = op
             z = camz + t * dz
             if seg < 0 or z < 0 or z > H:
                 if dz < 0:
