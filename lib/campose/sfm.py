@@ -2,11 +2,55 @@
 
 This is the only module that touches COLMAP's pose convention (world-to-camera, ``cam_from_world``,
 quaternions x, y, z, w); everything it returns is camera-to-world with w-first quaternions.
+
+:func:`reconstruct` runs the whole pipeline (a fresh database every run, SIFT extraction with one
+shared camera, sequential or exhaustive matching plus optional explicit loop pairs, incremental
+mapping) and returns an :class:`SfmResult`; :func:`read_colmap_text_model` reads a COLMAP model
+(e.g. ground truth) into the same convention.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
 import numpy as np
+
+from campose.camera import Intrinsics
+from campose.geometry import camera_to_world_from_cw
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "SfmError",
+    "SfmWarning",
+    "SfmResult",
+    "set_colmap_verbosity",
+    "to_grey",
+    "sift_keypoints",
+    "list_images",
+    "pose_from_cam_from_world",
+    "poses_from_reconstruction",
+    "reconstruct",
+    "read_colmap_text_model",
+    "read_colmap_camera",
+]
+
+#: File endings :func:`list_images` treats as images (case-insensitive).
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm", ".pgm")
+
+
+class SfmError(RuntimeError):
+    """Structure from motion cannot run or built nothing usable; the message says why."""
+
+
+class SfmWarning(UserWarning):
+    """SfM ran but the result is partial (e.g. the scene broke into several models)."""
 
 
 def set_colmap_verbosity(verbose: bool = False) -> None:
@@ -34,3 +78,462 @@ def sift_keypoints(image: np.ndarray, max_num_features: int = 8192) -> np.ndarra
     extractor = pycolmap.FeatureExtractor.create(opts, device=pycolmap.Device.cpu)
     kps, _ = extractor.extract_from_float32_array(to_grey(image))
     return np.array([[k.x, k.y, k.compute_scale(), k.compute_orientation()] for k in kps]).reshape(-1, 4)
+
+
+# ---------------------------------------------------------------------------- pose conversion
+def pose_from_cam_from_world(cam_from_world) -> tuple[np.ndarray, np.ndarray]:
+    """Our camera-to-world pose (centre x (3,), q (4,) w-first, w >= 0) of a ``pycolmap.Rigid3d``
+    world-to-camera transform (``image.cam_from_world()``). The one place COLMAP poses are converted."""
+    return camera_to_world_from_cw(cam_from_world.rotation.matrix(), np.asarray(cam_from_world.translation, float))
+
+
+def poses_from_reconstruction(rec, names: Sequence[str] | None = None) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(names, x (N, 3), q (N, 4)) of the images with a pose in a ``pycolmap.Reconstruction``.
+
+    Images are matched by ``image.name`` (COLMAP's image ids are not in file order). With
+    ``names``, the result keeps that order and leaves out names without a pose; otherwise it is
+    sorted by name.
+    """
+    posed = {im.name: im for im in rec.images.values() if im.has_pose}
+    order = sorted(posed) if names is None else [n for n in names if n in posed]
+    if not order:
+        return [], np.zeros((0, 3)), np.zeros((0, 4))
+    T = [posed[n].cam_from_world() for n in order]
+    R_cw = np.stack([t.rotation.matrix() for t in T])
+    t_cw = np.stack([np.asarray(t.translation, float) for t in T])
+    x, q = camera_to_world_from_cw(R_cw, t_cw)
+    return order, x, q
+
+
+def _points_from_reconstruction(rec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ids = sorted(rec.point3D_ids())
+    if not ids:
+        return np.zeros((0, 3)), np.zeros((0, 3), np.uint8), np.zeros(0)
+    pts = [rec.points3D[i] for i in ids]
+    xyz = np.array([p.xyz for p in pts], float).reshape(-1, 3)
+    rgb = np.array([p.color for p in pts], np.uint8).reshape(-1, 3)
+    err = np.array([p.error for p in pts], float)
+    return xyz, rgb, err
+
+
+def _camera_dict(cam) -> dict:
+    return {"model": cam.model.name, "width": int(cam.width), "height": int(cam.height),
+            "params": [float(v) for v in cam.params], "params_info": cam.params_info}
+
+
+# ---------------------------------------------------------------------------- result
+@dataclass(eq=False)
+class SfmResult:
+    """A reconstruction in our convention (the SfM frame: arbitrary origin, rotation and scale).
+
+    ``names``: registered image names relative to the image root (input order); ``x`` (N, 3) and
+    ``q`` (N, 4, w-first) their camera-to-world poses; ``points`` (P, 3), ``point_colors``
+    (P, 3) uint8 and ``point_errors`` (P,, mean reprojection error in pixels) the sparse map;
+    ``registered`` / ``total`` images; ``num_models`` and ``model_sizes`` (registered images per
+    model, largest first: the first one is the one kept); ``timings`` in seconds per step
+    (extract, match, map); ``camera`` the shared camera as refined by the mapper (COLMAP model
+    name, width, height, params); ``model_dir`` the COLMAP (binary) model folder.
+    """
+
+    names: list[str]
+    x: np.ndarray
+    q: np.ndarray
+    points: np.ndarray
+    point_colors: np.ndarray
+    point_errors: np.ndarray
+    registered: int
+    total: int
+    num_models: int
+    model_sizes: list[int]
+    timings: dict[str, float]
+    camera: dict
+    model_dir: Path | None
+    unregistered: list[str] = field(default_factory=list)
+    database_path: Path | None = None
+    options: dict = field(default_factory=dict)
+    reconstruction: Any = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def registration_rate(self) -> float:
+        """Share of the input images that got a pose (0..1)."""
+        return self.registered / self.total if self.total else 0.0
+
+    def pose_of(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(x (3,), q (4,)) of one registered image, by its name relative to the image root."""
+        try:
+            i = self.names.index(name)
+        except ValueError:
+            why = "was not registered" if name in self.unregistered else "is not one of the input images"
+            raise KeyError(f"image {name!r} {why}; {self.registered} of {self.total} images have a pose") from None
+        return self.x[i].copy(), self.q[i].copy()
+
+    def summary(self) -> str:
+        t = ", ".join(f"{k} {v:.1f} s" for k, v in self.timings.items())
+        models = "" if self.num_models <= 1 else f" (largest of {self.num_models} models: {self.model_sizes})"
+        return (f"{self.registered}/{self.total} images registered{models}, {len(self.points)} points, "
+                f"camera {self.camera.get('model')} {self.camera.get('params')}; {t}")
+
+    # -- persistence ---------------------------------------------------------------------------
+    def save(self, folder: str | Path) -> Path:
+        """Write ``folder/model`` (COLMAP binary), ``folder/poses.csv`` (the design's format) and
+        ``folder/sfm.json`` (counts, timings, camera, options); atomically. Returns ``folder``."""
+        from campose.dataset import atomic_dir, write_poses
+
+        folder = Path(folder)
+        with atomic_dir(folder) as tmp:
+            model = tmp / "model"
+            if self.reconstruction is not None:
+                model.mkdir()
+                self.reconstruction.write(str(model))
+            elif self.model_dir is not None and Path(self.model_dir).is_dir():
+                shutil.copytree(self.model_dir, model)
+            else:
+                raise SfmError("this result has neither a reconstruction nor a model folder to save")
+            write_poses(tmp / "poses.csv", self.names, self.x, self.q)
+            meta = {
+                "format": "campose.sfm/1",
+                "names": list(self.names),
+                "unregistered": list(self.unregistered),
+                "registered": self.registered,
+                "total": self.total,
+                "num_models": self.num_models,
+                "model_sizes": list(self.model_sizes),
+                "timings": dict(self.timings),
+                "camera": self.camera,
+                "options": self.options,
+            }
+            (tmp / "sfm.json").write_text(json.dumps(meta, indent=2) + "\n")
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "SfmResult":
+        """Read a folder written by :meth:`save`."""
+        import pycolmap
+
+        folder = Path(folder)
+        meta_path, model = folder / "sfm.json", folder / "model"
+        if not meta_path.is_file() or not model.is_dir():
+            raise SfmError(f"{folder} is not a saved SfM result (needs sfm.json and model/)")
+        meta = json.loads(meta_path.read_text())
+        rec = pycolmap.Reconstruction()
+        rec.read(str(model))
+        names, x, q = poses_from_reconstruction(rec, meta["names"])
+        if names != meta["names"]:
+            raise SfmError(f"{folder}: the model has poses for {len(names)} of the {len(meta['names'])} "
+                           "images listed in sfm.json")
+        pts, rgb, err = _points_from_reconstruction(rec)
+        return cls(names, x, q, pts, rgb, err, meta["registered"], meta["total"], meta["num_models"],
+                   meta["model_sizes"], meta["timings"], meta["camera"], model, meta.get("unregistered", []),
+                   None, meta.get("options", {}), rec)
+
+
+# ---------------------------------------------------------------------------- inputs
+def list_images(image_root: str | Path, exclude: Iterable[str | Path] = ()) -> list[str]:
+    """Image files under ``image_root`` (recursively; hidden files and folders skipped), as
+    POSIX paths relative to it, sorted by name: ``["seq-01/000000.png", ...]``."""
+    root = Path(image_root)
+    skip = [Path(p).resolve() for p in exclude]
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        d = Path(dirpath)
+        dirnames[:] = sorted(n for n in dirnames if not n.startswith(".") and (d / n).resolve() not in skip)
+        for f in filenames:
+            if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS):
+                out.append((d / f).relative_to(root).as_posix())
+    return sorted(out)
+
+
+def _image_sizes(root: Path, names: list[str]) -> tuple[dict[str, tuple[int, int]], list[str]]:
+    """{name: (width, height)} of the readable images (header only) and the unreadable names."""
+    from PIL import Image, UnidentifiedImageError
+
+    sizes, bad = {}, []
+    for n in names:
+        try:
+            with Image.open(root / n) as im:
+                sizes[n] = im.size
+        except (UnidentifiedImageError, OSError, ValueError):
+            bad.append(n)
+    return sizes, bad
+
+
+def _check_inputs(image_root, image_names, intrinsics, out_dir) -> tuple[Path, list[str], list[str], tuple[int, int]]:
+    root = Path(image_root)
+    if not root.is_dir():
+        raise SfmError(f"image folder not found: {root}")
+    if image_names is None:
+        names = list_images(root, exclude=[out_dir])
+        if not names:
+            others = [p.name for p in root.iterdir() if not p.name.startswith(".")]
+            what = f"it holds {len(others)} other file(s), e.g. {sorted(others)[0]!r}" if others else "it is empty"
+            raise SfmError(f"no images in {root}: {what}; expected {', '.join(IMAGE_EXTENSIONS)} files "
+                           "(in it or in sub-folders)")
+    else:
+        names = [Path(str(n)).as_posix() for n in image_names]
+        if not names:
+            raise SfmError("image_names is empty")
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise SfmError(f"image_names lists {len(dup)} name(s) twice, e.g. {dup[0]!r}")
+        missing = [n for n in names if not (root / n).is_file()]
+        if missing:
+            raise SfmError(f"{len(missing)} of the {len(names)} images are missing under {root}, e.g. {missing[0]!r}")
+    sizes, bad = _image_sizes(root, names)
+    if not sizes:
+        raise SfmError(f"no readable images in {root}: none of the {len(names)} file(s) could be opened as an "
+                       f"image (e.g. {names[0]!r})")
+    if bad:
+        warnings.warn(f"skipping {len(bad)} unreadable image file(s) in {root}, e.g. {bad[0]!r}", SfmWarning,
+                      stacklevel=3)
+    readable = [n for n in names if n in sizes]
+    if len(readable) < 3:
+        raise SfmError(f"structure from motion needs at least 3 images, got {len(readable)} readable in {root}")
+    distinct = sorted(set(sizes.values()))
+    if len(distinct) > 1:
+        ex = {s: next(n for n in readable if sizes[n] == s) for s in distinct[:3]}
+        raise SfmError("one shared camera needs images of one size; found " +
+                       ", ".join(f"{w}x{h} (e.g. {n!r})" for (w, h), n in ex.items()))
+    wh = distinct[0]
+    if intrinsics is not None and (intrinsics.width, intrinsics.height) != wh:
+        raise SfmError(f"the images are {wh[0]}x{wh[1]} but the intrinsics are for {intrinsics.width}x"
+                       f"{intrinsics.height}; pass intrinsics.scaled({wh[0]}, {wh[1]}) if it is the same camera")
+    return root, readable, bad, wh
+
+
+def _fresh(path: Path) -> None:
+    """Remove a stale file or folder (and SQLite's side files) so a run never reuses old state."""
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+
+
+# ---------------------------------------------------------------------------- pipeline
+def reconstruct(
+    image_root: str | Path,
+    out_dir: str | Path,
+    image_names: Sequence[str] | None = None,
+    intrinsics: Intrinsics | None = None,
+    matcher: str = "sequential",
+    overlap: int = 10,
+    loop_pairs: Sequence[tuple[str, str]] | None = None,
+    max_image_size: int | None = None,
+    max_num_features: int = 8192,
+    num_threads: int = 2,
+    seed: int = 0,
+    verbose: bool = False,
+    progress: bool = True,
+) -> SfmResult:
+    """Images -> camera poses and a sparse map, with pycolmap on the CPU.
+
+    ``image_root``: folder of images; ``image_names``: names relative to it (nested folders such as
+    ``"seq-01/000000.png"`` are fine, so several sequences can be reconstructed together); default
+    all images under it. All images share one camera: PINHOLE with ``intrinsics`` held fixed when
+    given (they must be for the images' size), COLMAP's SIMPLE_RADIAL estimate otherwise.
+
+    ``matcher``: "sequential" (each image with the next ``overlap`` images in name order, plus
+    COLMAP's quadratic overlap; no loop detection) or "exhaustive" (all pairs; cost grows with the
+    square of the image count). ``loop_pairs``: extra (name_a, name_b) pairs matched in addition.
+    ``max_image_size``: downscale larger images for extraction (poses stay in full-size pixels).
+
+    ``out_dir`` gets a fresh ``database.db`` and the models in ``sparse/<i>`` every run. When the
+    mapper builds several models the largest is kept and an :class:`SfmWarning` names the sizes.
+    Raises :class:`SfmError` for missing/empty folders, no readable images, fewer than 3 images,
+    or when no model could be built.
+    """
+    import pycolmap
+
+    if matcher not in ("sequential", "exhaustive"):
+        raise SfmError(f"matcher must be 'sequential' or 'exhaustive', got {matcher!r}")
+    if int(overlap) < 1:
+        raise SfmError(f"overlap must be >= 1, got {overlap}")
+    if intrinsics is not None and not isinstance(intrinsics, Intrinsics):
+        raise SfmError(f"intrinsics must be a campose.camera.Intrinsics, got {type(intrinsics).__name__}")
+    out = Path(out_dir)
+    root, names, skipped, (width, height) = _check_inputs(image_root, image_names, intrinsics, out)
+    pairs = _check_loop_pairs(loop_pairs, names)
+
+    out.mkdir(parents=True, exist_ok=True)
+    db_path, sparse = out / "database.db", out / "sparse"
+    _fresh(db_path)
+    _fresh(sparse)
+    sparse.mkdir()
+    num_threads = int(num_threads)
+    timings: dict[str, float] = {}
+
+    def report(step: str, seconds: float, what: str) -> None:
+        timings[step] = round(seconds, 3)
+        if progress:
+            print(f"sfm {step:<8s} {seconds:7.1f} s  {what}", flush=True)
+
+    old_level = pycolmap.logging.minloglevel
+    set_colmap_verbosity(verbose)
+    try:
+        pycolmap.set_random_seed(int(seed))
+        # -- extract
+        reader = pycolmap.ImageReaderOptions()
+        if intrinsics is not None:
+            reader.camera_model = "PINHOLE"
+            reader.camera_params = intrinsics.colmap_params()
+        extraction = pycolmap.FeatureExtractionOptions()
+        extraction.num_threads = num_threads
+        extraction.sift.max_num_features = int(max_num_features)
+        if max_image_size:
+            extraction.max_image_size = int(max_image_size)
+        t0 = time.perf_counter()
+        pycolmap.extract_features(db_path, root, image_names=names, camera_mode=pycolmap.CameraMode.SINGLE,
+                                  reader_options=reader, extraction_options=extraction)
+        with pycolmap.Database.open(db_path) as db:
+            n_db, n_kp = db.num_images(), db.num_keypoints()
+            in_db = {im.name for im in db.read_all_images()}
+        if n_db < 3:
+            raise SfmError(f"COLMAP could read only {n_db} of the {len(names)} images in {root}; "
+                           "structure from motion needs at least 3")
+        report("extract", time.perf_counter() - t0,
+               f"{n_db} images {width}x{height}, {n_kp / n_db:.0f} keypoints/image")
+
+        # -- match
+        matching = pycolmap.FeatureMatchingOptions()
+        matching.num_threads = num_threads
+        verification = pycolmap.TwoViewGeometryOptions()
+        verification.ransac.random_seed = int(seed)
+        t0 = time.perf_counter()
+        if matcher == "exhaustive":
+            pycolmap.match_exhaustive(db_path, matching_options=matching, verification_options=verification)
+        else:
+            seq = pycolmap.SequentialPairingOptions(overlap=int(overlap), loop_detection=False)
+            pycolmap.match_sequential(db_path, matching_options=matching, pairing_options=seq,
+                                      verification_options=verification)
+        if pairs:
+            pairs_file = out / "loop_pairs.txt"
+            pairs_file.write_text("".join(f"{a} {b}\n" for a, b in pairs if a in in_db and b in in_db))
+            imported = pycolmap.ImportedPairingOptions()
+            imported.match_list_path = str(pairs_file)
+            pycolmap.match_image_pairs(db_path, matching_options=matching, pairing_options=imported,
+                                       verification_options=verification)
+        with pycolmap.Database.open(db_path) as db:
+            n_pairs = db.num_matched_image_pairs()
+            n_verified = len(db.read_two_view_geometry_num_inliers()[0])  # pairs with inliers
+        extra = f" + {len(pairs)} loop pairs" if pairs else ""
+        report("match", time.perf_counter() - t0,
+               f"{matcher}{f' (overlap {overlap})' if matcher == 'sequential' else ''}{extra}: "
+               f"{n_verified} verified of {n_pairs} matched pairs")
+
+        # -- map
+        mapping = pycolmap.IncrementalPipelineOptions()
+        mapping.num_threads = num_threads
+        mapping.random_seed = int(seed)
+        if intrinsics is not None:
+            mapping.ba_refine_focal_length = False
+            mapping.ba_refine_principal_point = False
+            mapping.ba_refine_extra_params = False
+        t0 = time.perf_counter()
+        models = pycolmap.incremental_mapping(db_path, root, sparse, options=mapping)
+    finally:
+        pycolmap.logging.minloglevel = old_level
+
+    ranked = sorted(models.items(), key=lambda kv: -kv[1].num_reg_images())
+    sizes = [int(r.num_reg_images()) for _, r in ranked]
+    if not ranked or sizes[0] == 0:
+        report("map", time.perf_counter() - t0, "no model")
+        raise SfmError(f"no model could be built from {len(in_db)} images in {root} ({n_verified} image pairs "
+                       "passed geometric verification): check texture/overlap between the images, or try "
+                       "exhaustive matching, more features or loop pairs")
+    key, rec = ranked[0]
+    reg_names, x, q = poses_from_reconstruction(rec, names)
+    pts, rgb, err = _points_from_reconstruction(rec)
+    report("map", time.perf_counter() - t0,
+           f"{sizes[0]}/{len(names)} images registered, {len(pts)} points"
+           + (f", {len(sizes)} models {sizes}" if len(sizes) > 1 else ""))
+    if len(sizes) > 1:
+        warnings.warn(f"the reconstruction broke into {len(sizes)} models of {sizes} images; keeping the "
+                      f"largest ({sizes[0]} of {len(names)} images)", SfmWarning, stacklevel=2)
+    cam = rec.images[rec.reg_image_ids()[0]].camera
+    model_dir = sparse / str(key)
+    if not model_dir.is_dir():  # mapping writes sparse/<i>; keep the kept one on disk whatever happened
+        model_dir.mkdir(parents=True)
+        rec.write(str(model_dir))
+    options = {"image_root": str(root), "matcher": matcher, "overlap": int(overlap), "loop_pairs": len(pairs),
+               "intrinsics": None if intrinsics is None else intrinsics.to_dict(),
+               "max_image_size": max_image_size, "max_num_features": int(max_num_features),
+               "num_threads": num_threads, "seed": int(seed)}
+    registered = set(reg_names)
+    return SfmResult(
+        names=reg_names, x=x, q=q, points=pts, point_colors=rgb, point_errors=err,
+        registered=len(reg_names), total=len(names) + len(skipped), num_models=len(sizes), model_sizes=sizes,
+        timings=timings, camera=_camera_dict(cam), model_dir=model_dir,
+        unregistered=[n for n in names if n not in registered] + skipped,
+        database_path=db_path, options=options, reconstruction=rec,
+    )
+
+
+def _check_loop_pairs(loop_pairs, names: list[str]) -> list[tuple[str, str]]:
+    """Validate explicit pairs against the image names; drop repeats (either order) and self-pairs."""
+    if not loop_pairs:
+        return []
+    known, seen, out = set(names), set(), []
+    for pair in loop_pairs:
+        try:
+            a, b = (Path(str(n)).as_posix() for n in pair)
+        except (TypeError, ValueError):
+            raise SfmError(f"loop_pairs must hold (name_a, name_b) pairs, got {pair!r}") from None
+        for n in (a, b):
+            if n not in known:
+                raise SfmError(f"loop pair {pair!r}: {n!r} is not one of the (readable) input images")
+            if any(c.isspace() for c in n):
+                raise SfmError(f"loop pair {pair!r}: COLMAP's pair lists cannot hold names with spaces ({n!r})")
+        key = frozenset((a, b))
+        if a != b and key not in seen:
+            seen.add(key)
+            out.append((a, b))
+    return out
+
+
+# ---------------------------------------------------------------------------- reading models
+def _read_model(folder: str | Path):
+    import pycolmap
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SfmError(f"COLMAP model folder not found: {folder}")
+    text = [f for f in ("cameras.txt", "images.txt", "points3D.txt") if (folder / f).is_file()]
+    binary = [f for f in ("cameras.bin", "images.bin", "points3D.bin") if (folder / f).is_file()]
+    if len(text) < 3 and len(binary) < 3:
+        raise SfmError(f"{folder} holds no complete COLMAP model (cameras, images and points3D as .txt or .bin)")
+    rec = pycolmap.Reconstruction()
+    try:
+        if len(binary) == 3:
+            rec.read_binary(str(folder))
+        else:
+            rec.read_text(str(folder))
+    except Exception as e:  # pycolmap raises ValueError/RuntimeError with COLMAP's message
+        raise SfmError(f"cannot read the COLMAP model in {folder}: {e}") from e
+    return rec
+
+
+def read_colmap_text_model(folder: str | Path) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(names sorted, x (N, 3), q (N, 4)) camera-to-world poses of a COLMAP model folder
+    (cameras/images/points3D as .txt, or .bin), e.g. ground truth stored as world-to-camera."""
+    return poses_from_reconstruction(_read_model(folder))
+
+
+def read_colmap_camera(folder: str | Path) -> Intrinsics:
+    """The one PINHOLE (or SIMPLE_PINHOLE) camera of a COLMAP model folder as :class:`Intrinsics`."""
+    rec = _read_model(folder)
+    cams = [rec.cameras[i] for i in sorted(c.camera_id for c in rec.cameras.values())]
+    if len(cams) != 1:
+        raise SfmError(f"{folder}: expected one camera, found {len(cams)}")
+    c = cams[0]
+    p = [float(v) for v in c.params]
+    if c.model.name == "PINHOLE":
+        fx, fy, cx, cy = p
+    elif c.model.name == "SIMPLE_PINHOLE":
+        fx, cx, cy = p
+        fy = fx
+    else:
+        raise SfmError(f"{folder}: camera model {c.model.name} is not a pinhole; only PINHOLE and SIMPLE_PINHOLE "
+                       "map to Intrinsics")
+    return Intrinsics(int(c.width), int(c.height), fx, fy, cx, cy)
