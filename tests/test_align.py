@@ -35,6 +35,15 @@ def building_points(rng, n) -> np.ndarray:
     return rng.uniform([0, 0, 0], [60, 40, 12], size=(n, 3))
 
 
+def noisy_correspondences(seed, n, noise):
+    """A random true similarity, n building points Y, their source points X, and Y with noise."""
+    rng = np.random.default_rng(seed)
+    true = random_similarity(rng)
+    Y = building_points(rng, n)
+    X = true.inverse().apply_points(Y)
+    return true, X, Y, Y + rng.normal(0, noise, Y.shape)
+
+
 def rotation_error_deg(Ra, Rb) -> float:
     c = np.clip((np.trace(Ra.T @ Rb) - 1) / 2, -1, 1)
     return float(np.degrees(np.arccos(c)))
@@ -189,11 +198,7 @@ def test_ransac_no_consensus():
 
 
 def test_ransac_without_outliers_equals_umeyama():
-    rng = np.random.default_rng(8)
-    true = random_similarity(rng)
-    Y = building_points(rng, 15)
-    X = true.inverse().apply_points(Y)
-    Yn = Y + rng.normal(0, 0.01, Y.shape)
+    true, X, Y, Yn = noisy_correspondences(8, 15, 0.01)
     sim, mask = ransac_similarity(X, Yn, threshold=0.1)
     assert mask.all()
     assert sim.allclose(umeyama(X, Yn), rtol=1e-9, atol=1e-9)
@@ -324,11 +329,7 @@ def test_bad_arguments():
 
 
 def test_residuals_and_report_umeyama():
-    rng = np.random.default_rng(13)
-    true = random_similarity(rng)
-    Y = building_points(rng, 6)
-    X = true.inverse().apply_points(Y)
-    Yn = Y + rng.normal(0, 0.02, Y.shape)
+    true, X, Y, Yn = noisy_correspondences(13, 6, 0.02)
     rep = align_with_control_points(X, Yn)
     assert rep.names == [f"P{i}" for i in range(6)] and rep.inlier_mask.all()
     assert np.allclose(rep.residuals, residuals(rep.transform, X, Yn))

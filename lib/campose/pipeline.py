@@ -152,7 +152,7 @@ def render_dataset(profile: str | Profile = "quick", force: bool = False, progre
     Returns ``{sequence name: Sequence}``; cached by the plan, the profile and the stage version.
     """
     from campose.dataset import load_sequence, render_sequence
-    from campose.floorplan import DEFAULT_PLAN, load_floorplan
+    from campose.floorplan import DEFAULT_PLAN
     from campose.trajectory import simulate_walk
 
     prof = get_profile(profile)
@@ -162,8 +162,8 @@ def render_dataset(profile: str | Profile = "quick", force: bool = False, progre
                 "fps": prof.fps, "size": prof.render_size, "hfov": prof.hfov_deg, "tex": prof.texture_seed})
     if not force and _cached(out, key):
         return {s.name: load_sequence(out / s.name) for s in specs}
-    plan = load_floorplan()
     renderer = get_renderer(prof)
+    plan = renderer.plan
     K = prof.intrinsics()
     progress = show_progress() if progress is None else progress
     seqs, t0 = {}, time.perf_counter()

@@ -169,7 +169,6 @@ def _direction_table(cx, cy, segs, kinds, nbins):
     """Nearest solid segment and nearest open doorway (closer than it) per horizontal direction."""
     solid = np.full(nbins, -1, np.int64)
     opening = np.full(nbins, -1, np.int64)
-    dist = np.full(nbins, np.inf)
     for b in prange(nbins):
         a = -math.pi + (b + 0.5) * 2 * math.pi / nbins
         dx, dy = math.cos(a), math.sin(a)
@@ -191,8 +190,7 @@ def _direction_table(cx, cy, segs, kinds, nbins):
                     tb, best = t, s
         solid[b] = best
         opening[b] = best_o if to < tb else -1
-        dist[b] = tb
-    return solid, opening, dist
+    return solid, opening
 
 
 @njit(inline="always", fastmath=True)
@@ -225,6 +223,24 @@ def _ray_line_t(segs, s, camx, camy, dx, dy):
         if t > 0:
             return t
     return 1e30
+
+
+@njit(inline="always")
+def _mip_level(foot, nlev):
+    """Mip level whose texels best match a pixel footprint of ``foot`` level-0 texels."""
+    if foot <= 1.0:
+        return 0
+    return min(int(math.log2(foot) + 0.5), nlev - 1)
+
+
+@njit(inline="always", fastmath=True)
+def _add_grain(px, foot, u, v, salt):
+    """Add the procedural fine grain to a sampled colour, fading out as the footprint grows."""
+    if foot < 2.0:
+        dn = 40.0 * (1.0 - 0.5 * foot) * _detail(u, v, salt)
+        px[0] += dn
+        px[1] += dn
+        px[2] += dn
 
 
 @njit(inline="always")
@@ -322,11 +338,7 @@ def _render_kernel(R, C, fx, fy, pcx, pcy, width, height, nbins, solid, opening,
                 ures = face_ures[face]
                 vrow = (H - z) * wres
                 foot = dist / fx / cosi * wres
-                lev = 0
-                if foot > 1.0:
-                    lev = int(math.log2(foot) + 0.5)
-                    if lev > nlev - 1:
-                        lev = nlev - 1
+                lev = _mip_level(foot, nlev)
                 scale = 1.0 / (1 << lev)
                 fw = face_width[face] >> lev
                 c0 = wstart[lev] + (face_col[face] >> lev)
@@ -334,11 +346,8 @@ def _render_kernel(R, C, fx, fy, pcx, pcy, width, height, nbins, solid, opening,
                 nx, ny = -ey / L, ex / L
                 shade *= 0.86 + 0.14 * abs(0.6 * nx + 0.8 * ny)
                 shade *= 1.0 - 0.18 * math.exp(-z / 0.25) - 0.12 * math.exp(-(H - z) / 0.25)
-                if ures > 0 and foot < 2.0:
-                    dn = 40.0 * (1.0 - 0.5 * foot) * _detail(s, z, face)
-                    px[0] += dn
-                    px[1] += dn
-                    px[2] += dn
+                if ures > 0:
+                    _add_grain(px, foot, s, z, face)
             else:
                 hx = camx + t * dx
                 hy = camy + t * dy
@@ -350,18 +359,11 @@ def _render_kernel(R, C, fx, fy, pcx, pcy, width, height, nbins, solid, opening,
                 else:
                     res, pyr, st, wd, ht = cres, cpyr, cstart, cwidth, cheight
                 foot = dist / fx / cosi * res
-                lev = 0
-                if foot > 1.0:
-                    lev = int(math.log2(foot) + 0.5)
-                    if lev > nlev - 1:
-                        lev = nlev - 1
+                lev = _mip_level(foot, nlev)
                 scale = 1.0 / (1 << lev)
                 _bilinear(pyr, st[lev], wd[lev], ht[lev], (hx - ox) * res * scale, (hy - oy) * res * scale, px)
-                if surf == 1 and foot < 2.0:
-                    dn = 40.0 * (1.0 - 0.5 * foot) * _detail(hx, hy, 7)
-                    px[0] += dn
-                    px[1] += dn
-                    px[2] += dn
+                if surf == 1:
+                    _add_grain(px, foot, hx, hy, 7)
                 if surf == 2:
                     shade *= 0.95
             for ch in range(3):
@@ -420,7 +422,7 @@ class Renderer:
         C, R = self.check_pose(x, q)
         K = intrinsics
         nb = self._nbins(K)
-        solid, opening, _ = _direction_table(C[0], C[1], self._segs, self._kinds, nb)
+        solid, opening = _direction_table(C[0], C[1], self._segs, self._kinds, nb)
         img = np.empty((K.height, K.width, 3), np.uint8)
         depth = np.empty((K.height, K.width), np.float32)
         t = self.tex
