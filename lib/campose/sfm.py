@@ -4,8 +4,9 @@ This is the only module that touches COLMAP's pose convention (world-to-camera, 
 quaternions x, y, z, w); everything it returns is camera-to-world with w-first quaternions.
 
 :func:`reconstruct` runs the whole pipeline (a fresh database every run, SIFT extraction with one
-shared camera, sequential or exhaustive matching plus optional explicit loop pairs, incremental
-mapping) and returns an :class:`SfmResult`; :func:`read_colmap_text_model` reads a COLMAP model
+shared camera, sequential or exhaustive matching plus pairs found by image retrieval
+(:func:`retrieval_pairs`, a small bag of visual words) and optional explicit loop pairs, then
+incremental or global mapping) and returns an :class:`SfmResult`; :func:`read_colmap_text_model` reads a COLMAP model
 (e.g. ground truth) into the same convention.
 """
 
@@ -37,6 +38,7 @@ __all__ = [
     "pose_from_cam_from_world",
     "poses_from_reconstruction",
     "reconstruct",
+    "retrieval_pairs",
     "read_colmap_text_model",
     "read_colmap_camera",
 ]
@@ -320,6 +322,8 @@ def reconstruct(
     matcher: str = "sequential",
     overlap: int = 10,
     loop_pairs: Sequence[tuple[str, str]] | None = None,
+    retrieval: int = 0,
+    mapper: str = "incremental",
     max_image_size: int | None = None,
     max_num_features: int = 8192,
     num_threads: int = 2,
@@ -337,6 +341,11 @@ def reconstruct(
     ``matcher``: "sequential" (each image with the next ``overlap`` images in name order, plus
     COLMAP's quadratic overlap; no loop detection) or "exhaustive" (all pairs; cost grows with the
     square of the image count). ``loop_pairs``: extra (name_a, name_b) pairs matched in addition.
+    ``retrieval``: also match every image with its ``retrieval`` most similar images by
+    :func:`retrieval_pairs` (0: off); this is what links separate sequences of the same place and
+    closes loops, in time linear in the image count. ``mapper``: "incremental" (COLMAP's default,
+    image by image) or "global" (GLOMAP: rotation averaging and global positioning, then one bundle
+    adjustment; much faster on long sequences).
     ``max_image_size``: downscale larger images for extraction (poses stay in full-size pixels).
 
     ``out_dir`` gets a fresh ``database.db`` and the models in ``sparse/<i>`` every run. When the
@@ -348,6 +357,10 @@ def reconstruct(
 
     if matcher not in ("sequential", "exhaustive"):
         raise SfmError(f"matcher must be 'sequential' or 'exhaustive', got {matcher!r}")
+    if mapper not in ("incremental", "global"):
+        raise SfmError(f"mapper must be 'incremental' or 'global', got {mapper!r}")
+    if int(retrieval) < 0:
+        raise SfmError(f"retrieval must be >= 0 (images retrieved per image), got {retrieval}")
     if int(overlap) < 1:
         raise SfmError(f"overlap must be >= 1, got {overlap}")
     if intrinsics is not None and not isinstance(intrinsics, Intrinsics):
@@ -407,9 +420,17 @@ def reconstruct(
             seq = pycolmap.SequentialPairingOptions(overlap=int(overlap), loop_detection=False)
             pycolmap.match_sequential(db_path, matching_options=matching, pairing_options=seq,
                                       verification_options=verification)
-        if pairs:
-            pairs_file = out / "loop_pairs.txt"
-            pairs_file.write_text("".join(f"{a} {b}\n" for a, b in pairs if a in in_db and b in in_db))
+        found = []
+        if int(retrieval) > 0:
+            found = retrieval_pairs(db_path, int(retrieval), names=names,
+                                    skip_within=int(overlap) if matcher == "sequential" else None, seed=seed)
+        extra_pairs = _unique_pairs(pairs + found)
+        if extra_pairs:
+            if any(any(c.isspace() for c in n) for ab in found for n in ab):
+                raise SfmError("COLMAP's pair lists cannot hold image names with spaces; rename the images "
+                               "or use retrieval=0")
+            pairs_file = out / "extra_pairs.txt"
+            pairs_file.write_text("".join(f"{a} {b}\n" for a, b in extra_pairs if a in in_db and b in in_db))
             imported = pycolmap.ImportedPairingOptions()
             imported.match_list_path = str(pairs_file)
             pycolmap.match_image_pairs(db_path, matching_options=matching, pairing_options=imported,
@@ -417,21 +438,32 @@ def reconstruct(
         with pycolmap.Database.open(db_path) as db:
             n_pairs = db.num_matched_image_pairs()
             n_verified = len(db.read_two_view_geometry_num_inliers()[0])  # pairs with inliers
-        extra = f" + {len(pairs)} loop pairs" if pairs else ""
+        extra = (f" + {len(pairs)} loop pairs" if pairs else "") + (f" + {len(found)} retrieval pairs" if found else "")
         report("match", time.perf_counter() - t0,
                f"{matcher}{f' (overlap {overlap})' if matcher == 'sequential' else ''}{extra}: "
                f"{n_verified} verified of {n_pairs} matched pairs")
 
         # -- map
-        mapping = pycolmap.IncrementalPipelineOptions()
-        mapping.num_threads = num_threads
-        mapping.random_seed = int(seed)
-        if intrinsics is not None:
-            mapping.ba_refine_focal_length = False
-            mapping.ba_refine_principal_point = False
-            mapping.ba_refine_extra_params = False
         t0 = time.perf_counter()
-        models = pycolmap.incremental_mapping(db_path, root, sparse, options=mapping)
+        if mapper == "global":
+            gopts = pycolmap.GlobalPipelineOptions()
+            gopts.num_threads = num_threads
+            gopts.random_seed = int(seed)
+            if intrinsics is not None:
+                ba = gopts.mapper.bundle_adjustment
+                ba.refine_focal_length = False
+                ba.refine_principal_point = False
+                ba.refine_extra_params = False
+            models = pycolmap.global_mapping(db_path, root, sparse, options=gopts)
+        else:
+            mapping = pycolmap.IncrementalPipelineOptions()
+            mapping.num_threads = num_threads
+            mapping.random_seed = int(seed)
+            if intrinsics is not None:
+                mapping.ba_refine_focal_length = False
+                mapping.ba_refine_principal_point = False
+                mapping.ba_refine_extra_params = False
+            models = pycolmap.incremental_mapping(db_path, root, sparse, options=mapping)
     finally:
         pycolmap.logging.minloglevel = old_level
 
@@ -457,6 +489,7 @@ def reconstruct(
         model_dir.mkdir(parents=True)
         rec.write(str(model_dir))
     options = {"image_root": str(root), "matcher": matcher, "overlap": int(overlap), "loop_pairs": len(pairs),
+               "retrieval": int(retrieval), "retrieval_pairs": len(found), "mapper": mapper,
                "intrinsics": None if intrinsics is None else intrinsics.to_dict(),
                "max_image_size": max_image_size, "max_num_features": int(max_num_features),
                "num_threads": num_threads, "seed": int(seed)}
@@ -470,11 +503,104 @@ def reconstruct(
     )
 
 
+def _unique_pairs(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Pairs without repeats (in either order) or self-pairs, first occurrence kept."""
+    seen, out = set(), []
+    for a, b in pairs:
+        key = frozenset((a, b))
+        if a != b and key not in seen:
+            seen.add(key)
+            out.append((a, b))
+    return out
+
+
+def _kmeans(X: np.ndarray, k: int, iterations: int, rng: np.random.Generator) -> np.ndarray:
+    """(k, D) centres of plain Lloyd k-means on the rows of X (float32), seeded by ``rng``."""
+    C = X[rng.choice(len(X), size=k, replace=False)].copy()
+    for _ in range(iterations):
+        label = _nearest(X, C)
+        for j in range(k):
+            members = X[label == j]
+            C[j] = members.mean(0) if len(members) else X[rng.integers(len(X))]
+    return C
+
+
+def _nearest(X: np.ndarray, C: np.ndarray, chunk: int = 65536) -> np.ndarray:
+    """Index of the nearest row of C for each row of X (squared Euclidean distance)."""
+    cc = (C * C).sum(1)
+    return np.concatenate([np.argmin(cc[None] - 2.0 * X[i:i + chunk] @ C.T, axis=1)
+                           for i in range(0, len(X), chunk)]) if len(X) else np.zeros(0, np.int64)
+
+
+def retrieval_pairs(
+    database_path: str | Path,
+    num_neighbors: int = 5,
+    names: Sequence[str] | None = None,
+    skip_within: int | None = None,
+    num_words: int = 256,
+    per_image: int = 500,
+    seed: int = 0,
+) -> list[tuple[str, str]]:
+    """Pairs of similar-looking images, found from the SIFT features already in a COLMAP database.
+
+    A small bag of visual words: k-means (``num_words`` words) on a sample of the descriptors,
+    then one tf-idf weighted, L2-normalised word histogram per image (from at most ``per_image``
+    descriptors each); each image is paired with its ``num_neighbors`` most similar images by
+    cosine similarity. ``skip_within``: leave out pairs in the same folder whose positions in the
+    name order differ by at most this much (sequential matching has them already), so retrieval
+    spends its neighbours on other sequences and revisits. ``names``: restrict to these images.
+    Cost is linear in the image count (plus an N x N similarity matrix), unlike exhaustive matching.
+    Returns pairs of image names, each pair once.
+    """
+    import pycolmap
+
+    if num_neighbors < 1:
+        raise SfmError(f"num_neighbors must be >= 1, got {num_neighbors}")
+    rng = np.random.default_rng(seed)
+    with pycolmap.Database.open(str(database_path)) as db:
+        images = sorted(db.read_all_images(), key=lambda im: im.name)
+        if names is not None:
+            wanted = set(names)
+            images = [im for im in images if im.name in wanted]
+        descs = []
+        for im in images:
+            d = np.asarray(db.read_descriptors(im.image_id).data, dtype=np.float32)
+            if len(d) > per_image:
+                d = d[rng.choice(len(d), size=per_image, replace=False)]
+            descs.append(d)
+    n = len(images)
+    if n < 2:
+        return []
+    all_d = np.concatenate(descs) if descs else np.zeros((0, 128), np.float32)
+    k = int(min(num_words, max(2, len(all_d) // 20)))
+    if len(all_d) < 2 * k:
+        return []
+    sample = all_d[rng.choice(len(all_d), size=min(len(all_d), 200 * k), replace=False)]
+    words = _kmeans(sample, k, iterations=8, rng=rng)
+    H = np.zeros((n, k), np.float32)
+    for i, d in enumerate(descs):
+        if len(d):
+            H[i] = np.bincount(_nearest(d, words), minlength=k)
+    idf = np.log(n / np.maximum((H > 0).sum(0), 1)).astype(np.float32)
+    H = H / np.maximum(H.sum(1, keepdims=True), 1) * idf
+    H /= np.maximum(np.linalg.norm(H, axis=1, keepdims=True), 1e-12)
+    S = H @ H.T
+    np.fill_diagonal(S, -np.inf)
+    if skip_within is not None:
+        folder = np.array([str(Path(im.name).parent) for im in images])
+        order = np.arange(n)
+        near = (folder[:, None] == folder[None, :]) & (np.abs(order[:, None] - order[None, :]) <= int(skip_within))
+        S[near] = -np.inf
+    top = np.argsort(-S, axis=1)[:, :num_neighbors]
+    pairs = [(images[i].name, images[j].name) for i in range(n) for j in top[i] if np.isfinite(S[i, j])]
+    return _unique_pairs(pairs)
+
+
 def _check_loop_pairs(loop_pairs, names: list[str]) -> list[tuple[str, str]]:
     """Validate explicit pairs against the image names; drop repeats (either order) and self-pairs."""
     if not loop_pairs:
         return []
-    known, seen, out = set(names), set(), []
+    known, out = set(names), []
     for pair in loop_pairs:
         try:
             a, b = (Path(str(n)).as_posix() for n in pair)
@@ -485,11 +611,8 @@ def _check_loop_pairs(loop_pairs, names: list[str]) -> list[tuple[str, str]]:
                 raise SfmError(f"loop pair {pair!r}: {n!r} is not one of the (readable) input images")
             if any(c.isspace() for c in n):
                 raise SfmError(f"loop pair {pair!r}: COLMAP's pair lists cannot hold names with spaces ({n!r})")
-        key = frozenset((a, b))
-        if a != b and key not in seen:
-            seen.add(key)
-            out.append((a, b))
-    return out
+        out.append((a, b))
+    return _unique_pairs(out)
 
 
 # ---------------------------------------------------------------------------- reading models

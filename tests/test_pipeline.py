@@ -1,0 +1,110 @@
+"""The pipeline's SfM and labels stages on two tiny walks of the same corridor (about a minute).
+
+The two walks go the same way round the south-west corner with different wander; sequential matching
+alone cannot link them (each stays in its own folder), image retrieval must. This also checks the
+global (GLOMAP) mapper with fixed intrinsics, control-point picking, the labels on disk and the cache.
+"""
+
+import csv
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pycolmap")
+
+from campose import pipeline, sfm  # noqa: E402
+from campose.dataset import read_poses  # noqa: E402
+
+TINY = {
+    "tiny-a": pipeline.SequenceSpec("tiny-a", "train", ("S-cls8", "SW", "NW"), 31),
+    "tiny-b": pipeline.SequenceSpec("tiny-b", "test", ("S-cls8", "SW", "NW"), 32),
+}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A profile of the two walks at 320x240, 2 fps, rendered into a temporary data root."""
+    mp = pytest.MonkeyPatch()
+    root = tmp_path_factory.mktemp("runs")
+    mp.setenv("CAMPOSE_DATA", str(root))
+    mp.setenv("CAMPOSE_PROGRESS", "0")
+    mp.setattr(pipeline, "SEQUENCES", {**pipeline.SEQUENCES, **TINY})
+    prof = pipeline.profile_with("quick", name="tiny", sequences=tuple(TINY), render_size=(320, 240),
+                                 control_points=5, survey_noise_m=0.01)
+    seqs = pipeline.render_dataset(prof)
+    yield prof, seqs
+    mp.undo()
+
+
+@pytest.mark.slow
+def test_retrieval_links_walks_that_sequential_matching_cannot(tiny, tmp_path):
+    prof, seqs = tiny
+    names = pipeline.sfm_image_names(prof)
+    assert len(names) == sum(len(s) for s in seqs.values()) > 40
+    root = pipeline.stage_dir(prof, "render")
+    common = dict(image_names=names, intrinsics=prof.intrinsics(), overlap=4, mapper="global", progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", sfm.SfmWarning)
+        alone = sfm.reconstruct(root, tmp_path / "seq", **common)
+    # without pairs between the folders, no model can hold frames of both walks
+    folders = {n.split("/")[0] for n in alone.names}
+    assert len(folders) == 1 and alone.registered <= max(len(s) for s in seqs.values())
+
+    pairs = sfm.retrieval_pairs(tmp_path / "seq" / "database.db", 3, skip_within=4)
+    cross = [(a, b) for a, b in pairs if a.split("/")[0] != b.split("/")[0]]
+    assert len(pairs) == len({frozenset(p) for p in pairs}) and all(a != b for a, b in pairs)
+    assert len(cross) >= len(names) // 2
+    # retrieved pairs look at the same place: their true camera centres are close
+    truth = {f"{s.name}/images/{img}": s.x[i] for s in seqs.values() for i, img in enumerate(s.images)}
+    gap = np.array([np.linalg.norm(truth[a] - truth[b]) for a, b in cross])
+    assert np.median(gap) < 3.0
+
+    linked = sfm.reconstruct(root, tmp_path / "ret", retrieval=3, **common)
+    assert linked.num_models == 1 and linked.registered == linked.total == len(names)
+    assert linked.options["mapper"] == "global" and linked.options["retrieval_pairs"] > 0
+    K = prof.intrinsics()
+    assert np.allclose(linked.camera["params"], [K.fx, K.fy, K.cx, K.cy])  # held fixed by the global mapper
+
+
+@pytest.mark.slow
+def test_labels_stage(tiny):
+    prof, seqs = tiny
+    labels = pipeline.label_dataset(prof)
+    out = pipeline.stage_dir(prof, "labels")
+    assert labels.sfm.registered == labels.sfm.total
+    assert len(labels.control.names) == 5 and len(set(labels.control.landmarks)) == 5
+    assert all(n in labels.sfm.names for n in labels.control.names)
+    # the survey noise is what it says, and the control points are spread over the walk
+    assert np.abs(labels.control.measured - labels.control.truth).max() < 0.06
+    xy = labels.control.truth[:, :2]
+    assert np.linalg.svd(xy - xy.mean(0), compute_uv=False)[1] > 2.0  # not on one line
+    for name, seq in seqs.items():
+        lab = labels.sequences[name]
+        imgs, x, q = read_poses(out / name / "poses.csv")
+        assert imgs == lab.images and np.allclose(x, lab.x) and lab.root == seq.root
+        assert lab.image_path(0).is_file() and lab.meta["labels"] == "sfm-aligned"
+        e = labels.errors[name]
+        assert len(e["position_m"]) == len(lab) and np.array_equal(seq.images[e["index"][3]], lab.images[3])
+        np.testing.assert_allclose(e["t"], e["index"] / prof.fps)
+        pe, re = pipeline.label_errors(lab.x, lab.q, seq.x[e["index"]], seq.q[e["index"]])
+        np.testing.assert_allclose(e["position_m"], pe, atol=1e-6)
+        np.testing.assert_allclose(e["rotation_deg"], re, atol=1e-4)
+        # 320x240 frames of a 20 m walk: about 2 cm and 0.5 deg here (the default floor's quick profile,
+        # 480x360, gets about 2 cm and 0.07 deg)
+        assert np.median(pe) < 0.05 and np.median(re) < 1.0
+        with open(out / name / "label_errors.csv") as f:
+            assert next(csv.reader(f)) == ["image", "index", "t", "position_m", "rotation_deg"]
+    table = labels.summary_table()
+    assert list(table.index) == list(seqs) and (table["registered"] == table["frames"]).all()
+    meta = json.loads((out / "alignment.json").read_text())
+    assert len(meta["control_points"]) == 5 and meta["report"]["rms_m"] < 0.05
+
+    # cached: same labels, no recomputation; a changed setting recomputes
+    stamp = (out / "stage.json").stat().st_mtime_ns
+    again = pipeline.label_dataset(prof)
+    assert (out / "stage.json").stat().st_mtime_ns == stamp
+    assert np.allclose(again.sequences["tiny-a"].x, labels.sequences["tiny-a"].x)
+    other = pipeline.label_dataset(pipeline.profile_with(prof, control_points=4))
+    assert len(other.control.names) == 4
