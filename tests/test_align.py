@@ -2,6 +2,7 @@
 
 import json
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -11,10 +12,12 @@ from scipy.spatial.transform import Rotation
 
 from campose.align import (
     AlignmentError,
+    AlignmentWarning,
     NoConsensusError,
     Similarity,
     align_with_control_points,
     control_point_study,
+    pick_control_points,
     ransac_similarity,
     residuals,
     study_table,
@@ -377,3 +380,37 @@ def test_control_point_study_validation():
         control_point_study(X, Y, [4], [-0.1], trials=3)
     with pytest.raises(AlignmentError, match="differ in shape"):
         control_point_study(X, Y, [4], [0.01], trials=3, evaluate_points=E, evaluate_truth=G[:10])
+
+
+def test_nearly_collinear_control_points_warn():
+    rng = np.random.default_rng(3)
+    true = random_similarity(rng)
+    # a corridor: 20 m long, 20 cm of sideways wander, all at camera height
+    Y = np.column_stack([np.linspace(0, 20, 6), rng.normal(0, 0.2, 6), np.full(6, 1.6)])
+    X = true.inverse().apply_points(Y)
+    with pytest.warns(AlignmentWarning, match="nearly on one line"):
+        align_with_control_points(X, Y)
+    Y2 = Y.copy()
+    Y2[::2, 1] += 6.0  # half of them across the corridor: a well-spread survey
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AlignmentWarning)
+        align_with_control_points(true.inverse().apply_points(Y2), Y2)
+
+
+def test_pick_control_points_spread_and_radius():
+    # frames along an L-shaped walk; landmarks at both ends, the corner, a door beside the walk, one far away
+    walk = np.concatenate([np.column_stack([np.linspace(0, 20, 41), np.zeros(41)]),
+                           np.column_stack([np.full(20, 20.0), np.linspace(0.5, 10, 20)])])
+    frames = np.column_stack([walk, np.full(len(walk), 1.6)])
+    landmarks = np.array([[0, 0.3], [20, 0], [20, 10], [10, 0.6], [5, 5], [14, -0.2]])
+    names = ["end A", "corner", "end B", "door", "far", "mid"]
+    fi, li = pick_control_points(landmarks, names, frames, 3, radius=0.75)
+    assert sorted(names[j] for j in li) == ["corner", "end A", "end B"]  # the spread-out ones
+    for f, j in zip(fi, li):  # each is the nearest frame to its landmark
+        assert f == np.argmin(np.linalg.norm(frames[:, :2] - landmarks[j], axis=1))
+    fi, li = pick_control_points(landmarks, names, frames, 5)
+    assert "far" not in [names[j] for j in li] and len(set(li)) == 5
+    with pytest.raises(AlignmentError, match="only 5 landmark"):
+        pick_control_points(landmarks, names, frames, 6)
+    with pytest.raises(AlignmentError, match="at least 3"):
+        pick_control_points(landmarks, names, frames, 2)

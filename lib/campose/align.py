@@ -15,6 +15,7 @@ note that scipy's ``Rotation`` stores quaternions as (x, y, z, w).
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import NamedTuple, Sequence
 
@@ -23,6 +24,7 @@ from scipy.spatial.transform import Rotation
 
 __all__ = [
     "AlignmentError",
+    "AlignmentWarning",
     "NoConsensusError",
     "Similarity",
     "SimilaritySteps",
@@ -33,6 +35,7 @@ __all__ = [
     "align_with_control_points",
     "control_point_study",
     "study_table",
+    "pick_control_points",
 ]
 
 # Relative tolerance on singular values of the centred point cloud: below it the points count as
@@ -42,6 +45,15 @@ _DEGENERATE_RTOL = 1e-9
 
 class AlignmentError(ValueError):
     """Control points or a transform are unusable (wrong shape, non-finite, degenerate)."""
+
+
+class AlignmentWarning(UserWarning):
+    """The control points allow a fit but a poor one (e.g. nearly collinear points)."""
+
+
+#: Below this ratio of the second to the first singular value of the centred control points, they
+#: are nearly on one line and the rotation about that line is poorly determined: warn.
+COLLINEAR_WARN_RATIO = 0.1
 
 
 class NoConsensusError(AlignmentError):
@@ -476,6 +488,11 @@ def align_with_control_points(
     keyword arguments go to :func:`ransac_similarity`).
     """
     X, Y = _check_pair(source_points, target_points)
+    sv = np.linalg.svd(Y - Y.mean(0), compute_uv=False)
+    if sv[1] < COLLINEAR_WARN_RATIO * sv[0]:
+        warnings.warn(f"the control points lie nearly on one line (spread across it {sv[1] / sv[0]:.1%} of the spread "
+                      "along it): the rotation about that line is poorly determined; survey points off the line",
+                      AlignmentWarning, stacklevel=2)
     names = [f"P{i}" for i in range(len(X))] if names is None else [str(n) for n in names]
     if len(names) != len(X):
         raise AlignmentError(f"got {len(names)} names for {len(X)} control points")
@@ -577,3 +594,57 @@ def study_table(study: dict[str, np.ndarray], stat=np.median) -> tuple[np.ndarra
         for j, z in enumerate(noise):
             table[i, j] = stat(study["median_error"][(study["count"] == c) & (study["noise"] == z)])
     return counts, noise, table
+
+
+# ----------------------------------------------------------------------------------------------
+# choosing control points
+
+
+def pick_control_points(
+    landmarks: np.ndarray,
+    landmark_names: Sequence[str],
+    frame_positions: np.ndarray,
+    n: int,
+    radius: float = 1.5,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Choose ``n`` control points the way a surveyor would: frames taken standing at a
+    recognisable, measurable spot (a corridor corner, a doorway), spread over the whole site.
+
+    landmarks: (L, 2) or (L, 3) landmark positions in the building frame (metres; only x, y are
+    used); frame_positions: (N, 3) camera centres in the same frame (where each frame was taken).
+    A landmark is usable when some frame stands within ``radius`` metres of it (horizontally); its
+    frame is the nearest one. From the usable landmarks, ``n`` are taken spread out the way a good
+    survey network is, which keeps the fit well conditioned: the two farthest apart, then the one
+    farthest off the line through them, then farthest-point sampling.
+
+    Returns (frame indices (n,), landmark indices (n,)), in the order picked.
+    Raises :class:`AlignmentError` when fewer than ``n`` landmarks are usable or n < 3.
+    """
+    L = np.asarray(landmarks, dtype=float)
+    F = np.asarray(frame_positions, dtype=float)
+    if L.ndim != 2 or L.shape[1] not in (2, 3) or len(L) != len(landmark_names):
+        raise AlignmentError(f"landmarks must be (L, 2) or (L, 3) with one name each, got {L.shape} and "
+                             f"{len(landmark_names)} names")
+    if F.ndim != 2 or F.shape[1] != 3 or not np.all(np.isfinite(F)):
+        raise AlignmentError(f"frame_positions must be finite (N, 3), got {F.shape}")
+    if n < 3:
+        raise AlignmentError(f"a similarity needs at least 3 control points, got n={n}")
+    d = np.linalg.norm(L[:, None, :2] - F[None, :, :2], axis=-1)  # (L, N)
+    nearest = np.argmin(d, axis=1) if len(F) else np.zeros(len(L), int)
+    usable = np.nonzero(d[np.arange(len(L)), nearest] <= radius)[0] if len(F) else np.zeros(0, int)
+    if len(usable) < n:
+        raise AlignmentError(f"only {len(usable)} landmark(s) have a frame within {radius} m, {n} were asked for; "
+                             "walk past more corners and doors or lower n")
+    P = F[nearest[usable], :2]
+    a = int(np.argmax(np.linalg.norm(P - P.mean(0), axis=1)))
+    b = int(np.argmax(np.linalg.norm(P - P[a], axis=1)))
+    u = (P[b] - P[a]) / max(float(np.linalg.norm(P[b] - P[a])), 1e-12)
+    off_line = np.abs((P[:, 0] - P[a, 0]) * u[1] - (P[:, 1] - P[a, 1]) * u[0])
+    chosen = [a, b, int(np.argmax(off_line))]
+    gap = np.min(np.linalg.norm(P[:, None] - P[chosen][None], axis=-1), axis=1)
+    while len(chosen) < n:
+        k = int(np.argmax(gap))
+        chosen.append(k)
+        gap = np.minimum(gap, np.linalg.norm(P - P[k], axis=1))
+    picked = usable[chosen]
+    return nearest[picked], picked
