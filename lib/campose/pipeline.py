@@ -20,9 +20,11 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
+
 from campose.camera import Intrinsics
 
-STAGE_VERSION = {"render": 1}
+STAGE_VERSION = {"render": 1, "sfm": 1, "labels": 1}
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,10 @@ SEQUENCES: dict[str, SequenceSpec] = {s.name: s for s in [
 ]}
 
 
+SFM_DEFAULTS = {"matcher": "sequential", "overlap": 8, "retrieval": 5, "mapper": "global",
+                "max_num_features": 8192, "seed": 0}
+
+
 @dataclass(frozen=True)
 class Profile:
     """Everything that differs between a quick and a full run."""
@@ -61,6 +67,13 @@ class Profile:
     net_size: tuple[int, int]  # (width, height) the networks train on
     hfov_deg: float = 65.0
     texture_seed: int = 0
+    # structure from motion (keyword arguments of campose.sfm.reconstruct; intrinsics are the
+    # renderer's, held fixed): sequential matching within a walk, image retrieval between walks
+    # and across revisits, global (GLOMAP) mapping
+    sfm: dict = field(default_factory=lambda: dict(SFM_DEFAULTS))
+    # alignment: how many control points the survey has, its noise (metres, per coordinate)
+    control_points: int = 8
+    survey_noise_m: float = 0.02
     extra: dict = field(default_factory=dict)
 
     def intrinsics(self) -> Intrinsics:
@@ -152,14 +165,12 @@ def render_dataset(profile: str | Profile = "quick", force: bool = False, progre
     Returns ``{sequence name: Sequence}``; cached by the plan, the profile and the stage version.
     """
     from campose.dataset import load_sequence, render_sequence
-    from campose.floorplan import DEFAULT_PLAN
     from campose.trajectory import simulate_walk
 
     prof = get_profile(profile)
     out = stage_dir(prof, "render")
     specs = [SEQUENCES[n] for n in prof.sequences]
-    key = _key({"v": STAGE_VERSION["render"], "plan": DEFAULT_PLAN.read_text(), "specs": [asdict(s) for s in specs],
-                "fps": prof.fps, "size": prof.render_size, "hfov": prof.hfov_deg, "tex": prof.texture_seed})
+    key = _render_key(prof)
     if not force and _cached(out, key):
         return {s.name: load_sequence(out / s.name) for s in specs}
     renderer = get_renderer(prof)
@@ -180,3 +191,224 @@ def render_dataset(profile: str | Profile = "quick", force: bool = False, progre
 def profile_with(profile: str | Profile, **changes) -> Profile:
     """A copy of a profile with some fields changed (for experiments in notebooks)."""
     return replace(get_profile(profile), **changes)
+
+
+# ---------------------------------------------------------------------------- sfm
+def _render_key(prof: Profile) -> str:
+    from campose.floorplan import DEFAULT_PLAN
+
+    specs = [SEQUENCES[n] for n in prof.sequences]
+    return _key({"v": STAGE_VERSION["render"], "plan": DEFAULT_PLAN.read_text(), "specs": [asdict(s) for s in specs],
+                 "fps": prof.fps, "size": prof.render_size, "hfov": prof.hfov_deg, "tex": prof.texture_seed})
+
+
+def sfm_image_names(profile: str | Profile) -> list[str]:
+    """The names SfM sees: ``<sequence>/images/<frame>.png`` relative to the render stage folder."""
+    prof = get_profile(profile)
+    seqs = render_dataset(prof)
+    return [f"{name}/images/{img}" for name in prof.sequences for img in seqs[name].images]
+
+
+def sfm_dataset(profile: str | Profile = "quick", force: bool = False, progress: bool | None = None):
+    """Stage ``sfm``: one COLMAP reconstruction of all the profile's sequences together (training
+    and test walks: the test walks need labels too, to be scored against SfM as the report did).
+
+    The renders are the input, as a user's photos would be; the renderer's intrinsics are given
+    and held fixed (a user would calibrate the camera). Options: ``profile.sfm``. Returns a
+    :class:`campose.sfm.SfmResult` in the SfM frame (arbitrary scale, rotation and origin); cached.
+    """
+    from campose.sfm import SfmResult, reconstruct
+
+    prof = get_profile(profile)
+    out = stage_dir(prof, "sfm")
+    key = _key({"v": STAGE_VERSION["sfm"], "render": _render_key(prof), "sfm": prof.sfm})
+    if not force and _cached(out, key) and (out / "result" / "sfm.json").is_file():
+        return SfmResult.load(out / "result")
+    names = sfm_image_names(prof)
+    progress = show_progress() if progress is None else progress
+    t0 = time.perf_counter()
+    res = reconstruct(stage_dir(prof, "render"), out / "work", image_names=names, intrinsics=prof.intrinsics(),
+                      progress=progress, **prof.sfm)
+    res.save(out / "result")
+    _mark(out, key, {"registered": res.registered, "total": res.total, "model_sizes": res.model_sizes,
+                     "timings": res.timings, "seconds": time.perf_counter() - t0})
+    return SfmResult.load(out / "result")
+
+
+# ---------------------------------------------------------------------------- labels
+@dataclass
+class ControlPoints:
+    """Surveyed control points: frames taken at a landmark, with the camera centre measured there.
+
+    ``names``: SfM image names; ``landmarks``: what was surveyed (e.g. ``"corner NW"``,
+    ``"door 12"``); ``measured`` (N, 3) the surveyed positions (building frame, metres, with
+    survey noise); ``truth`` (N, 3) the true camera centres; ``sfm`` (N, 3) the same frames in the
+    SfM frame.
+    """
+
+    names: list[str]
+    landmarks: list[str]
+    measured: np.ndarray
+    truth: np.ndarray
+    sfm: np.ndarray
+
+    def to_rows(self) -> list[dict]:
+        return [{"image": n, "landmark": lm, "measured": m.tolist(), "truth": t.tolist(), "sfm": s.tolist()}
+                for n, lm, m, t, s in zip(self.names, self.landmarks, self.measured, self.truth, self.sfm)]
+
+    @classmethod
+    def from_rows(cls, rows: list[dict]) -> "ControlPoints":
+        return cls([r["image"] for r in rows], [r["landmark"] for r in rows],
+                   *(np.array([r[k] for r in rows], float).reshape(-1, 3) for k in ("measured", "truth", "sfm")))
+
+
+@dataclass
+class LabelSet:
+    """The labelled dataset: aligned SfM poses per sequence, and how far they are from the truth.
+
+    ``sequences``: name -> :class:`campose.dataset.Sequence` whose poses are the aligned SfM labels
+    (registered frames only; images in the render stage); ``truth``: name -> the rendered
+    sequence with its true poses (all frames); ``errors``: name -> dict of equal-length arrays over
+    the registered frames: ``index`` (frame index into the truth), ``t`` (s from the start of the
+    walk), ``position_m`` and ``rotation_deg`` (label against truth); ``unregistered``: name ->
+    frames SfM gave no pose; ``alignment``: the :class:`campose.align.AlignmentReport` of the
+    control points; ``control``: the :class:`ControlPoints`; ``sfm``: the SfM result.
+    """
+
+    profile: str
+    sequences: dict
+    truth: dict
+    errors: dict
+    unregistered: dict
+    alignment: object
+    control: ControlPoints
+    sfm: object
+
+    def summary_table(self):
+        """One row per sequence: frames, registered, median/90th percentile/max label error."""
+        import pandas as pd
+
+        rows = []
+        for name, e in self.errors.items():
+            pe, re = e["position_m"], e["rotation_deg"]
+            rows.append({"sequence": name, "split": self.truth[name].split, "frames": len(self.truth[name]),
+                         "registered": len(pe), "median position error (cm)": 100 * float(np.median(pe)),
+                         "p90 position error (cm)": 100 * float(np.percentile(pe, 90)),
+                         "max position error (cm)": 100 * float(pe.max()),
+                         "median rotation error (deg)": float(np.median(re)),
+                         "max rotation error (deg)": float(re.max())})
+        return pd.DataFrame(rows).set_index("sequence")
+
+    def all_errors(self) -> tuple[np.ndarray, np.ndarray]:
+        """(position errors (m), rotation errors (deg)) over every labelled frame."""
+        return (np.concatenate([e["position_m"] for e in self.errors.values()]),
+                np.concatenate([e["rotation_deg"] for e in self.errors.values()]))
+
+
+def survey_landmarks(plan) -> tuple[np.ndarray, list[str]]:
+    """Spots a surveyor can find and measure on the plan: route corners and junctions, door centres.
+    Returns ((L, 2) positions in metres, names)."""
+    pts, names = [], []
+    for name, xy in plan.route_nodes.items():
+        pts.append(np.asarray(xy, float)[:2])
+        names.append(f"node {name}")
+    for i, d in enumerate(plan.doors):
+        pts.append((np.asarray(d["a"], float) + np.asarray(d["b"], float)) / 2)
+        names.append(f"door {i} ({d['wall']})")
+    return np.array(pts), names
+
+
+#: A frame counts as taken at a landmark when the camera stood within this many metres of it.
+SURVEY_RADIUS_M = 1.5
+
+
+def survey_control_points(sfm_result, truth: dict, plan, n: int, noise_m: float, seed: int = 0,
+                          radius: float = SURVEY_RADIUS_M) -> ControlPoints:
+    """Simulate the survey: pick ``n`` frames standing at landmarks (:func:`campose.align.pick_control_points`),
+    and 'measure' their camera centres with Gaussian noise of ``noise_m`` metres per coordinate.
+    ``truth``: image name -> true camera centre (3,). Only registered frames can be control points."""
+    from campose.align import pick_control_points
+
+    names = [n_ for n_ in sfm_result.names if n_ in truth]
+    F = np.array([truth[n_] for n_ in names])
+    L, lnames = survey_landmarks(plan)
+    frames, marks = pick_control_points(L, lnames, F, n, radius=radius)
+    rng = np.random.default_rng(seed)
+    true = F[frames]
+    measured = true + rng.normal(0.0, noise_m, true.shape)
+    sfm_pos = np.array([sfm_result.pose_of(names[i])[0] for i in frames])
+    return ControlPoints([names[i] for i in frames], [lnames[j] for j in marks], measured, true, sfm_pos)
+
+
+def label_errors(x_label, q_label, x_true, q_true) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame (position error in metres, rotation error in degrees) of labels against truth."""
+    from campose.geometry import rotation_error_deg
+
+    return (np.linalg.norm(np.asarray(x_label) - np.asarray(x_true), axis=1),
+            np.asarray(rotation_error_deg(np.asarray(q_label), np.asarray(q_true)), float))
+
+
+def label_dataset(profile: str | Profile = "quick", force: bool = False, progress: bool | None = None,
+                  method: str = "umeyama", threshold: float | None = None, seed: int = 0) -> LabelSet:
+    """Stage ``labels``: align the SfM reconstruction to the building frame from surveyed control
+    points and write the labelled dataset (what the networks train on).
+
+    Writes ``labels/<sequence>/poses.csv`` (aligned SfM poses, the design's format),
+    ``labels/<sequence>/label_errors.csv`` (per frame, against the truth) and
+    ``labels/alignment.json`` (transform, control points, residuals). ``method``: "umeyama" or
+    "ransac" (then ``threshold`` in metres). Cached by the SfM stage and these settings.
+    """
+    from campose.align import AlignmentReport, Similarity, align_with_control_points
+    from campose.dataset import Sequence, atomic_dir, read_poses, write_poses
+
+    prof = get_profile(profile)
+    truth = render_dataset(prof, progress=progress)
+    sfm = sfm_dataset(prof, progress=progress)
+    out = stage_dir(prof, "labels")
+    settings = {"n": prof.control_points, "noise": prof.survey_noise_m, "radius": SURVEY_RADIUS_M, "method": method,
+                "threshold": threshold, "seed": seed}
+    sfm_key = json.loads((stage_dir(prof, "sfm") / "stage.json").read_text())["key"]
+    key = _key({"v": STAGE_VERSION["labels"], "sfm": sfm_key, **settings})
+    if force or not _cached(out, key):
+        true_centres = {f"{name}/images/{img}": seq.x[i] for name, seq in truth.items()
+                        for i, img in enumerate(seq.images)}
+        from campose.floorplan import load_floorplan
+        control = survey_control_points(sfm, true_centres, load_floorplan(), prof.control_points,
+                                        prof.survey_noise_m, seed=seed, radius=SURVEY_RADIUS_M)
+        report = align_with_control_points(control.sfm, control.measured, names=control.landmarks,
+                                           method=method, threshold=threshold)
+        x_al, q_al = report.transform.apply_poses(sfm.x, sfm.q)
+        by_name = {n: i for i, n in enumerate(sfm.names)}
+        with atomic_dir(out) as tmp:
+            for name, seq in truth.items():
+                idx = [i for i, img in enumerate(seq.images) if f"{name}/images/{img}" in by_name]
+                rows = [by_name[f"{name}/images/{seq.images[i]}"] for i in idx]
+                (tmp / name).mkdir()
+                write_poses(tmp / name / "poses.csv", [seq.images[i] for i in idx], x_al[rows], q_al[rows])
+                pe, re = label_errors(x_al[rows], q_al[rows], seq.x[idx], seq.q[idx])
+                lines = ["image,index,t,position_m,rotation_deg"]
+                fps = float(seq.meta.get("fps", prof.fps))
+                lines += [f"{seq.images[i]},{i},{i / fps:.9g},{a:.9g},{b:.9g}" for i, a, b in zip(idx, pe, re)]
+                (tmp / name / "label_errors.csv").write_text("\n".join(lines) + "\n")
+            (tmp / "alignment.json").write_text(json.dumps(
+                {"report": report.to_dict(), "control_points": control.to_rows(), "settings": settings}, indent=2) + "\n")
+            (tmp / "stage.json").write_text(json.dumps({"key": key, "finished": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
+    # load what is on disk (so a cached run and a fresh one return the same thing)
+    meta = json.loads((out / "alignment.json").read_text())
+    rep = meta["report"]
+    pts = rep["points"]
+    report = AlignmentReport(Similarity.from_dict(rep["transform"]), np.array([p_["residual_m"] for p_ in pts]),
+                             float(rep["rms_m"]), np.array([p_["inlier"] for p_ in pts], bool),
+                             [p_["name"] for p_ in pts], rep["method"], rep["threshold"])
+    control = ControlPoints.from_rows(meta["control_points"])
+    sequences, errors, unregistered = {}, {}, {}
+    for name, seq in truth.items():
+        imgs, x, q = read_poses(out / name / "poses.csv")
+        sequences[name] = Sequence(name, seq.root, imgs, x, q, seq.intrinsics, {**seq.meta, "labels": "sfm-aligned"})
+        table = np.genfromtxt(out / name / "label_errors.csv", delimiter=",", skip_header=1, usecols=(1, 2, 3, 4),
+                              ndmin=2)
+        errors[name] = {"index": table[:, 0].astype(int), "t": table[:, 1], "position_m": table[:, 2],
+                        "rotation_deg": table[:, 3]}
+        got = set(imgs)
+        unregistered[name] = [img for img in seq.images if img not in got]
+    return LabelSet(prof.name, sequences, truth, errors, unregistered, report, control, sfm)
