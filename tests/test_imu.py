@@ -163,3 +163,39 @@ def test_bmi160_figures():
     raw = imu.ImuSpec.bmi160(gyro_bias_dps=3.0, accel_bias_mg=40.0)
     assert raw.gyro_bias_sigma == pytest.approx(np.radians(3.0))
     assert raw.accel_bias_sigma == pytest.approx(0.04 * 9.80665)
+
+
+def test_bmi160_uses_datasheet_table():
+    spec = imu.ImuSpec.bmi160()
+    sheet = {k: v[0] for k, v in imu.BMI160_DATASHEET.items()}
+    assert spec.gyro_noise_density == pytest.approx(np.radians(sheet["gyro_noise_density"]))
+    assert spec.accel_noise_density == pytest.approx(sheet["accel_noise_density"] * 1e-6 * 9.80665)
+    raw = imu.ImuSpec.bmi160(gyro_bias_dps=sheet["gyro_offset"], accel_bias_mg=sheet["accel_offset"])
+    assert raw.gyro_bias_sigma == pytest.approx(np.radians(3.0))
+    assert all(len(v) == 3 and v[0] > 0 for v in imu.BMI160_DATASHEET.values())
+
+
+def test_only_keeps_the_named_terms():
+    spec = imu.ImuSpec.bmi160(rate_hz=100.0)
+    g = spec.only("gyro_bias_sigma")
+    assert g.gyro_bias_sigma == spec.gyro_bias_sigma and g.rate_hz == 100.0
+    assert all(getattr(g, t) == 0.0 for t in imu.ERROR_TERMS if t != "gyro_bias_sigma")
+    assert g.name == "gyro_bias_sigma"
+    w = spec.only("accel_noise_density", "gyro_noise_density", name="white noise")
+    assert w.name == "white noise" and w.accel_bias_sigma == 0.0
+    assert w.accel_noise_density == spec.accel_noise_density
+    # all terms kept: the same error model
+    assert spec.only(*imu.ERROR_TERMS, name=spec.name) == spec
+    with pytest.raises(ValueError, match="unknown"):
+        spec.only("rate_hz")
+    with pytest.raises(ValueError, match="no error terms"):
+        spec.only()
+
+
+def test_only_zero_terms_draw_no_error():
+    t, x, q = walk(5.0)
+    spec = imu.ImuSpec.bmi160().only("accel_bias_sigma")
+    r = imu.simulate_imu(t, x, q, spec, seed=2)
+    assert np.all(r.gyro == r.gyro_true)
+    bias = r.accel - r.accel_true
+    assert np.allclose(bias, bias[0]) and np.abs(bias[0]).max() > 0  # a constant offset only

@@ -20,7 +20,7 @@ Only numpy and scipy are used; quaternions here are w, x, y, z (scipy's are x, y
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import numpy as np
@@ -30,6 +30,22 @@ from scipy.spatial.transform import Rotation, RotationSpline
 STANDARD_GRAVITY = 9.80665  # m/s^2
 G = np.array([0.0, 0.0, -STANDARD_GRAVITY])  # gravity in the world frame, m/s^2
 _DEG = math.pi / 180.0
+
+# Figures of the Bosch BMI160 data sheet (BST-BMI160-DS000-07, rev. 0.8, Feb 2015), typical values
+# at 25 degC, in the data sheet's own units: name -> (value, unit, what the data sheet calls it).
+# ImuSpec.bmi160 derives its terms from these; the book's dataset chapter tabulates them.
+BMI160_DATASHEET: dict[str, tuple[float, str, str]] = {
+    "gyro_noise_density": (0.007, "deg/s/sqrt(Hz)", "gyroscope output noise density"),
+    "accel_noise_density": (180.0, "ug/sqrt(Hz)", "accelerometer output noise density"),
+    "gyro_offset": (3.0, "deg/s", "gyroscope zero-rate offset"),
+    "accel_offset": (40.0, "mg", "accelerometer zero-g offset"),
+    "gyro_offset_tempco": (0.05, "deg/s/K", "temperature drift of the zero-rate offset"),
+    "accel_offset_tempco": (1.0, "mg/K", "temperature drift of the zero-g offset"),
+}
+
+# The independent error terms of an ImuSpec (its fields other than rate_hz and name).
+ERROR_TERMS = ("accel_noise_density", "gyro_noise_density", "accel_bias_sigma", "gyro_bias_sigma",
+               "accel_bias_walk", "gyro_bias_walk")
 
 
 @dataclass(frozen=True)
@@ -61,6 +77,17 @@ class ImuSpec:
         if not (math.isfinite(self.rate_hz) and self.rate_hz > 0):
             raise ValueError(f"ImuSpec {self.name!r}: rate_hz must be > 0, got {self.rate_hz}")
 
+    def only(self, *terms: str, name: str | None = None) -> ImuSpec:
+        """A copy that keeps only the error ``terms`` (names from :data:`ERROR_TERMS`) and sets
+        every other error term to zero, to see what each error source contributes to the drift.
+        ``name`` defaults to the kept terms joined by ``+``."""
+        unknown = [t for t in terms if t not in ERROR_TERMS]
+        if unknown or not terms:
+            raise ValueError(f"ImuSpec.only: unknown or no error terms {unknown or list(terms)}; "
+                             f"choose from {', '.join(ERROR_TERMS)}")
+        return replace(self, **{t: 0.0 for t in ERROR_TERMS if t not in terms},
+                       name=name if name is not None else "+".join(terms))
+
     @classmethod
     def ideal(cls, rate_hz: float = 200.0) -> ImuSpec:
         """A perfect IMU: no noise, no bias (for testing the integrator)."""
@@ -71,8 +98,9 @@ class ImuSpec:
                accel_bias_mg: float = 5.0) -> ImuSpec:
         """Bosch BMI160, a consumer MEMS IMU used in many phones.
 
-        Datasheet figures (Bosch Sensortec, "BMI160 Data sheet", BST-BMI160-DS000, rev. 0.8,
-        Feb 2015; typical values at 25 degC, which Bosch states are 1-sigma figures):
+        Datasheet figures (Bosch Sensortec, "BMI160 Data sheet", BST-BMI160-DS000-07, rev. 0.8,
+        Feb 2015; typical values at 25 degC, which Bosch states are 1-sigma figures; kept in
+        :data:`BMI160_DATASHEET`):
 
         * gyroscope output noise density 0.007 deg/s/sqrt(Hz) -> 1.22e-4 rad/s/sqrt(Hz);
         * accelerometer output noise density 180 ug/sqrt(Hz) -> 1.77e-3 m/s^2/sqrt(Hz);
@@ -94,9 +122,10 @@ class ImuSpec:
         * no scale-factor, misalignment, g-sensitivity or quantisation errors (all would only
           make the drift worse); the sample rate is ``rate_hz`` (200 Hz, a common phone rate).
         """
+        sheet = {k: v[0] for k, v in BMI160_DATASHEET.items()}
         return cls(
-            accel_noise_density=180e-6 * STANDARD_GRAVITY,
-            gyro_noise_density=0.007 * _DEG,
+            accel_noise_density=sheet["accel_noise_density"] * 1e-6 * STANDARD_GRAVITY,
+            gyro_noise_density=sheet["gyro_noise_density"] * _DEG,
             accel_bias_sigma=accel_bias_mg * 1e-3 * STANDARD_GRAVITY,
             gyro_bias_sigma=gyro_bias_dps * _DEG,
             accel_bias_walk=2e-3,
