@@ -108,3 +108,26 @@ def test_labels_stage(tiny):
     assert np.allclose(again.sequences["tiny-a"].x, labels.sequences["tiny-a"].x)
     other = pipeline.label_dataset(pipeline.profile_with(prof, control_points=4))
     assert len(other.control.names) == 4
+
+
+@pytest.mark.slow
+def test_features_can_be_reused(tiny, tmp_path):
+    """Matcher/mapper studies reuse one extraction: same keypoints, fresh matches, same answer."""
+    prof, seqs = tiny
+    names = pipeline.sfm_image_names(prof)
+    root = pipeline.stage_dir(prof, "render")
+    common = dict(image_names=names, intrinsics=prof.intrinsics(), overlap=4, retrieval=3, mapper="global",
+                  progress=False)
+    first = sfm.reconstruct(root, tmp_path / "a", **common)
+    again = sfm.reconstruct(root, tmp_path / "b", features_from=tmp_path / "a" / "database.db", **common)
+    assert again.registered == first.registered and again.options["features_from"].endswith("a/database.db")
+    import pycolmap
+
+    with pycolmap.Database.open(str(tmp_path / "a" / "database.db")) as a, \
+            pycolmap.Database.open(str(tmp_path / "b" / "database.db")) as b:
+        assert a.num_keypoints() == b.num_keypoints() and a.num_matched_image_pairs() == b.num_matched_image_pairs()
+    with pytest.raises(sfm.SfmError, match="no database at"):
+        sfm.reconstruct(root, tmp_path / "c", features_from=tmp_path / "none.db", image_names=names, progress=False)
+    with pytest.raises(sfm.SfmError, match="not inputs of this run"):
+        sfm.reconstruct(root, tmp_path / "d", features_from=tmp_path / "a" / "database.db",
+                        image_names=names[:10], intrinsics=prof.intrinsics(), progress=False)

@@ -324,6 +324,7 @@ def reconstruct(
     loop_pairs: Sequence[tuple[str, str]] | None = None,
     retrieval: int = 0,
     mapper: str = "incremental",
+    features_from: str | Path | None = None,
     max_image_size: int | None = None,
     max_num_features: int = 8192,
     num_threads: int = 2,
@@ -345,7 +346,9 @@ def reconstruct(
     :func:`retrieval_pairs` (0: off); this is what links separate sequences of the same place and
     closes loops, in time linear in the image count. ``mapper``: "incremental" (COLMAP's default,
     image by image) or "global" (GLOMAP: rotation averaging and global positioning, then one bundle
-    adjustment; much faster on long sequences).
+    adjustment; much faster on long sequences). ``features_from``: the ``database.db`` of an earlier
+    run on the same images; its keypoints and descriptors are reused (matches are dropped), so
+    matcher and mapper settings can be compared without extracting again.
     ``max_image_size``: downscale larger images for extraction (poses stay in full-size pixels).
 
     ``out_dir`` gets a fresh ``database.db`` and the models in ``sparse/<i>`` every run. When the
@@ -397,8 +400,11 @@ def reconstruct(
         if max_image_size:
             extraction.max_image_size = int(max_image_size)
         t0 = time.perf_counter()
-        pycolmap.extract_features(db_path, root, image_names=names, camera_mode=pycolmap.CameraMode.SINGLE,
-                                  reader_options=reader, extraction_options=extraction)
+        if features_from is not None:
+            _reuse_features(Path(features_from), db_path, names)
+        else:
+            pycolmap.extract_features(db_path, root, image_names=names, camera_mode=pycolmap.CameraMode.SINGLE,
+                                      reader_options=reader, extraction_options=extraction)
         with pycolmap.Database.open(db_path) as db:
             n_db, n_kp = db.num_images(), db.num_keypoints()
             in_db = {im.name for im in db.read_all_images()}
@@ -406,7 +412,8 @@ def reconstruct(
             raise SfmError(f"COLMAP could read only {n_db} of the {len(names)} images in {root}; "
                            "structure from motion needs at least 3")
         report("extract", time.perf_counter() - t0,
-               f"{n_db} images {width}x{height}, {n_kp / n_db:.0f} keypoints/image")
+               f"{n_db} images {width}x{height}, {n_kp / n_db:.0f} keypoints/image"
+               + (f" (reused from {features_from})" if features_from is not None else ""))
 
         # -- match
         matching = pycolmap.FeatureMatchingOptions()
@@ -490,6 +497,7 @@ def reconstruct(
         rec.write(str(model_dir))
     options = {"image_root": str(root), "matcher": matcher, "overlap": int(overlap), "loop_pairs": len(pairs),
                "retrieval": int(retrieval), "retrieval_pairs": len(found), "mapper": mapper,
+               "features_from": None if features_from is None else str(features_from),
                "intrinsics": None if intrinsics is None else intrinsics.to_dict(),
                "max_image_size": max_image_size, "max_num_features": int(max_num_features),
                "num_threads": num_threads, "seed": int(seed)}
@@ -501,6 +509,29 @@ def reconstruct(
         unregistered=[n for n in names if n not in registered] + skipped,
         database_path=db_path, options=options, reconstruction=rec,
     )
+
+
+def _reuse_features(source: Path, db_path: Path, names: list[str]) -> None:
+    """Copy an earlier run's database, keep its cameras, images and features, drop its matches."""
+    import pycolmap
+
+    if not source.is_file():
+        raise SfmError(f"features_from: no database at {source}")
+    if source.resolve() == db_path.resolve():
+        raise SfmError("features_from must be another run's database, not this run's own")
+    with pycolmap.Database.open(str(source)) as src:
+        have = {im.name for im in src.read_all_images()}
+    missing = [n for n in names if n not in have]
+    if missing:
+        raise SfmError(f"features_from: {source} has no features for {len(missing)} of the images, e.g. {missing[0]}")
+    shutil.copyfile(source, db_path)
+    with pycolmap.Database.open(str(db_path)) as db:
+        db.clear_matches()
+        db.clear_two_view_geometries()
+        extra = [im for im in db.read_all_images() if im.name not in set(names)]
+    if extra:
+        raise SfmError(f"features_from: {source} holds {len(extra)} image(s) that are not inputs of this run, "
+                       f"e.g. {extra[0].name}; reuse a database of exactly these images")
 
 
 def _unique_pairs(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
