@@ -17,6 +17,7 @@ from campose.align import (
     Similarity,
     align_with_control_points,
     control_point_study,
+    landmark_frames,
     pick_control_points,
     ransac_similarity,
     residuals,
@@ -414,3 +415,18 @@ def test_pick_control_points_spread_and_radius():
         pick_control_points(landmarks, names, frames, 6)
     with pytest.raises(AlignmentError, match="at least 3"):
         pick_control_points(landmarks, names, frames, 2)
+
+
+def test_pick_control_points_never_repeats_a_frame():
+    # two landmarks share their nearest frame (a door beside a corner): one control point, not two
+    frames = np.array([[0, 0, 1.6], [10, 0, 1.6], [10, 8, 1.6], [0, 8, 1.6], [5, 4, 1.6]], float)
+    landmarks = np.array([[0, 0], [10, 0], [10, 8], [0, 8], [5, 4], [10.3, 7.6], [0.2, 0.4]])
+    names = ["SW", "SE", "NE", "NW", "centre", "door by NE", "door by SW"]
+    fi, li = landmark_frames(landmarks, frames, radius=1.0)
+    assert fi.tolist() == [0, 1, 2, 3, 4] and li.tolist() == [0, 1, 2, 3, 4]  # first landmark of a shared frame
+    fi, li = pick_control_points(landmarks, names, frames, 5, radius=1.0)  # the most there are
+    assert sorted(fi.tolist()) == [0, 1, 2, 3, 4] and len(set(li.tolist())) == 5
+    with pytest.raises(AlignmentError, match="only 5 landmark.*a frame of their own"):
+        pick_control_points(landmarks, names, frames, 6, radius=1.0)
+    fi, li = landmark_frames(landmarks, frames[:0], radius=1.0)
+    assert len(fi) == len(li) == 0

@@ -36,6 +36,7 @@ __all__ = [
     "control_point_study",
     "study_table",
     "pick_control_points",
+    "landmark_frames",
 ]
 
 # Relative tolerance on singular values of the centred point cloud: below it the points count as
@@ -618,33 +619,53 @@ def pick_control_points(
     farthest off the line through them, then farthest-point sampling.
 
     Returns (frame indices (n,), landmark indices (n,)), in the order picked.
-    Raises :class:`AlignmentError` when fewer than ``n`` landmarks are usable or n < 3.
+    A frame standing at two landmarks is one control point: it is never picked twice.
+    Raises :class:`AlignmentError` when fewer than ``n`` usable landmarks have distinct frames (see
+    :func:`landmark_frames`) or n < 3.
     """
-    L = np.asarray(landmarks, dtype=float)
-    F = np.asarray(frame_positions, dtype=float)
-    if L.ndim != 2 or L.shape[1] not in (2, 3) or len(L) != len(landmark_names):
-        raise AlignmentError(f"landmarks must be (L, 2) or (L, 3) with one name each, got {L.shape} and "
-                             f"{len(landmark_names)} names")
-    if F.ndim != 2 or F.shape[1] != 3 or not np.all(np.isfinite(F)):
-        raise AlignmentError(f"frame_positions must be finite (N, 3), got {F.shape}")
+    if len(landmarks) != len(landmark_names):
+        raise AlignmentError(f"got {len(landmark_names)} names for {len(landmarks)} landmarks")
     if n < 3:
         raise AlignmentError(f"a similarity needs at least 3 control points, got n={n}")
-    d = np.linalg.norm(L[:, None, :2] - F[None, :, :2], axis=-1)  # (L, N)
-    nearest = np.argmin(d, axis=1) if len(F) else np.zeros(len(L), int)
-    usable = np.nonzero(d[np.arange(len(L)), nearest] <= radius)[0] if len(F) else np.zeros(0, int)
-    if len(usable) < n:
-        raise AlignmentError(f"only {len(usable)} landmark(s) have a frame within {radius} m, {n} were asked for; "
-                             "walk past more corners and doors or lower n")
-    P = F[nearest[usable], :2]
+    frame, mark = landmark_frames(landmarks, frame_positions, radius)
+    if len(frame) < n:
+        raise AlignmentError(f"only {len(frame)} landmark(s) have a frame of their own within {radius} m, {n} were "
+                             "asked for; walk past more corners and doors or lower n")
+    P = np.asarray(frame_positions, dtype=float)[frame, :2]
     a = int(np.argmax(np.linalg.norm(P - P.mean(0), axis=1)))
     b = int(np.argmax(np.linalg.norm(P - P[a], axis=1)))
     u = (P[b] - P[a]) / max(float(np.linalg.norm(P[b] - P[a])), 1e-12)
     off_line = np.abs((P[:, 0] - P[a, 0]) * u[1] - (P[:, 1] - P[a, 1]) * u[0])
-    chosen = [a, b, int(np.argmax(off_line))]
+    chosen = [a, b, int(np.argmax(np.where(np.isin(np.arange(len(P)), [a, b]), -np.inf, off_line)))]
     gap = np.min(np.linalg.norm(P[:, None] - P[chosen][None], axis=-1), axis=1)
-    while len(chosen) < n:
+    while len(chosen) < n:  # farthest-point sampling over the frames not taken yet
+        gap[chosen] = -np.inf
         k = int(np.argmax(gap))
         chosen.append(k)
         gap = np.minimum(gap, np.linalg.norm(P - P[k], axis=1))
-    picked = usable[chosen]
-    return nearest[picked], picked
+    return frame[chosen], mark[chosen]
+
+
+def landmark_frames(landmarks: np.ndarray, frame_positions: np.ndarray,
+                    radius: float = 1.5) -> tuple[np.ndarray, np.ndarray]:
+    """Every frame that can serve as a control point: for each landmark with a frame within
+    ``radius`` metres (horizontally), its nearest frame; a frame nearest to several landmarks
+    counts once (with the first of them). Same arguments as :func:`pick_control_points`.
+
+    Returns (frame indices (K,), landmark indices (K,)) in landmark order; K is the largest ``n``
+    that :func:`pick_control_points` accepts.
+    """
+    L = np.asarray(landmarks, dtype=float)
+    F = np.asarray(frame_positions, dtype=float)
+    if L.ndim != 2 or L.shape[1] not in (2, 3):
+        raise AlignmentError(f"landmarks must be (L, 2) or (L, 3), got {L.shape}")
+    if F.ndim != 2 or F.shape[1] != 3 or not np.all(np.isfinite(F)):
+        raise AlignmentError(f"frame_positions must be finite (N, 3), got {F.shape}")
+    if not len(L) or not len(F):
+        return np.zeros(0, int), np.zeros(0, int)
+    d = np.linalg.norm(L[:, None, :2] - F[None, :, :2], axis=-1)
+    nearest = np.argmin(d, axis=1)
+    usable = np.nonzero(d[np.arange(len(L)), nearest] <= radius)[0]
+    _, first = np.unique(nearest[usable], return_index=True)
+    keep = usable[np.sort(first)]
+    return nearest[keep], keep
