@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from campose.camera import Intrinsics
-from campose.dataset import DatasetError, PoseDataset, load_sequence, read_poses, write_sequence
+from campose.dataset import (DatasetError, PairDataset, PoseDataset, Sequence, WindowBatchSampler, load_sequence,
+                             read_poses, sequence_windows, write_sequence)
 from campose.geometry import camera_rotation
 
 K = Intrinsics.from_fov(64, 48)
@@ -109,3 +110,111 @@ def test_render_stage_is_cached(tmp_path, monkeypatch):
     assert (seq.root / "poses.csv").stat().st_mtime_ns == stamp
     # the truth written is the walk's truth: first pose sits at the route's start
     assert np.linalg.norm(seq.x[0, :2] - np.array([31.25, 7.25])) < 0.6
+
+
+def test_image_dir_defaults_to_images_folder(tmp_path):
+    x, q = poses(2)
+    seq = write_sequence(tmp_path / "s", frames(2), x, q, K)
+    assert seq.image_dir is None and seq.image_path(1) == tmp_path / "s" / "images" / "000001.png"
+    other = Sequence("o", tmp_path / "o", ["a.png"], x[:1], q[:1], K, image_dir=tmp_path / "s" / "images")
+    assert other.image_path(0) == tmp_path / "s" / "images" / "a.png" and other.split == "train"
+
+
+# ---------------------------------------------------------------------------- pairs and windows
+def random_poses(n, seed):
+    from scipy.spatial.transform import Rotation
+
+    rng = np.random.default_rng(seed)
+    qs = Rotation.random(n, random_state=seed).as_quat()[:, [3, 0, 1, 2]]
+    return rng.normal(0, 2, (n, 3)), qs * np.where(qs[:, :1] < 0, -1, 1)
+
+
+@pytest.fixture
+def two_sequences(tmp_path):
+    """Two sequences (7 and 4 frames) with random poses and 16x12 images."""
+    out = []
+    for name, n, seed in (("a", 7, 1), ("b", 4, 2)):
+        x, q = random_poses(n, seed)
+        imgs = [np.full((12, 16, 3), 10 * k + (100 if name == "b" else 0), np.uint8) for k in range(n)]
+        out.append(write_sequence(tmp_path / name, imgs, x, q, Intrinsics.from_fov(16, 12)))
+    return out
+
+
+def test_pairs_stay_in_a_sequence_within_the_gap(two_sequences):
+    ds = PairDataset(two_sequences, (16, 12), max_gap=2, pairs_per_image=3, seed=0)
+    seq_of = np.repeat([0, 1], [7, 4])
+    i, j = ds.pairs.T
+    assert np.all(seq_of[i] == seq_of[j]) and np.all((np.abs(i - j) >= 1) & (np.abs(i - j) <= 2))
+    # every frame has min(3, neighbours within 2) partners, without repeats
+    assert len(ds) == sum(min(3, min(k, 2) + min(n - 1 - k, 2)) for n in (7, 4) for k in range(n))
+    assert len({tuple(p) for p in ds.pairs}) == len(ds)
+    again = PairDataset(two_sequences, (16, 12), max_gap=2, pairs_per_image=3, seed=0)
+    assert np.array_equal(again.pairs, ds.pairs)
+    ds.resample(1)
+    assert not np.array_equal(again.pairs, ds.pairs) and np.all(seq_of[ds.pairs[:, 0]] == seq_of[ds.pairs[:, 1]])
+
+
+def test_pair_relative_pose_by_hand(two_sequences):
+    from scipy.spatial.transform import Rotation
+
+    ds = PairDataset(two_sequences, (16, 12), max_gap=3, pairs_per_image=2, seed=5)
+    x = np.concatenate([s.x for s in two_sequences])
+    q = np.concatenate([s.q for s in two_sequences])
+    for k in range(len(ds)):
+        img_i, img_j, t, qr, xi, qi, xj, qj, i, j = ds[k]
+        Ri = Rotation.from_quat(q[i][[1, 2, 3, 0]])
+        Rj = Rotation.from_quat(q[j][[1, 2, 3, 0]])
+        t_hand = Ri.inv().apply(x[j] - x[i])
+        q_hand = (Ri.inv() * Rj).as_quat()[[3, 0, 1, 2]]
+        q_hand *= np.sign(q_hand[0])
+        assert np.allclose(t.numpy(), t_hand, atol=1e-5) and np.allclose(qr.numpy(), q_hand, atol=1e-6)
+        assert qr[0] >= 0 and np.allclose(xi.numpy(), x[i]) and np.allclose(qj.numpy(), q[j], atol=1e-7)
+        assert tuple(img_i.shape) == (3, 12, 16) and tuple(img_j.shape) == (3, 12, 16)
+
+
+def test_stacked_pairs_share_the_pose_cache(two_sequences):
+    base = PoseDataset(two_sequences, (8, 6))
+    ds = PairDataset(base, max_gap=1, seed=0, stacked=True, transform=lambda t: t * 0 + 1)
+    assert ds.frames is base and ds.size == (8, 6)
+    stack, t, qr, xi, qi, xj, qj, i, j = ds[0]
+    assert tuple(stack.shape) == (6, 6, 8) and float(stack.min()) == float(stack.max()) == 1.0
+    assert base._cache[i] is not None and base._cache[j] is not None  # filled through the pair dataset
+    plain = PairDataset(base, seed=0)
+    a, b = plain[0][:2]
+    assert np.array_equal(base.raw_image(plain.pairs[0, 0]), base._cache[plain.pairs[0, 0]])
+    assert not np.allclose(a.numpy(), b.numpy())
+    with pytest.raises(ValueError, match="differs from the PoseDataset"):
+        PairDataset(base, (16, 12))
+    with pytest.raises(ValueError, match="size .* is required"):
+        PairDataset(two_sequences)
+    with pytest.raises(ValueError, match="no pairs"):
+        PairDataset([write_sequence(two_sequences[0].root.parent / "one", frames(1), *poses(1), K)], (8, 6))
+
+
+def test_sequence_windows(two_sequences):
+    w = sequence_windows(two_sequences, window=3, stride=2, step=2)
+    assert w == [[0, 2, 4], [2, 4, 6]]  # sequence b (4 frames) is shorter than a window's span of 5
+    w = sequence_windows(PoseDataset(two_sequences, (8, 6)), window=2)
+    assert w == [[0, 1], [1, 2], [2, 3], [3, 4], [4, 5], [5, 6], [7, 8], [8, 9], [9, 10]]
+    with pytest.raises(ValueError, match="window >= 2"):
+        sequence_windows(two_sequences, window=1)
+
+
+def test_window_batch_sampler(two_sequences):
+    import torch
+
+    ds = PoseDataset(two_sequences, (8, 6))
+    sampler = WindowBatchSampler(ds, window=3, windows_per_batch=2, seed=0)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == 4  # 5 + 2 windows, 2 per batch
+    seen = sorted(tuple(b[k:k + 3]) for b in batches for k in range(0, len(b), 3))
+    assert seen == sorted(map(tuple, sequence_windows(ds, 3)))
+    assert batches == list(sampler)  # deterministic within an epoch
+    sampler.set_epoch(1)
+    assert batches != list(sampler)
+    loader = torch.utils.data.DataLoader(ds, batch_sampler=sampler)
+    img, x, q, k = next(iter(loader))
+    assert img.shape[0] % 3 == 0 and torch.all(k.view(-1, 3).diff(dim=1) == 1)
+    assert len(WindowBatchSampler(ds, window=3, windows_per_batch=2, drop_last=True)) == 3
+    with pytest.raises(ValueError, match="no sequence has the 9 frames"):
+        WindowBatchSampler(ds, window=5, windows_per_batch=1, step=2)

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from campose.camera import Intrinsics
+from campose.geometry import relative_pose
 
 POSE_COLUMNS = ["image", "x", "y", "z", "qw", "qx", "qy", "qz"]
 
@@ -34,7 +35,11 @@ class DatasetError(ValueError):
 
 @dataclass
 class Sequence:
-    """One sequence: image paths, camera-to-world poses (metres, w-first quaternions), intrinsics."""
+    """One sequence: image paths, camera-to-world poses (metres, w-first quaternions), intrinsics.
+
+    Image ``i`` is ``image_dir / images[i]``; ``image_dir`` defaults to ``root / "images"`` (our
+    own layout) and is set by readers of other layouts (e.g. :mod:`campose.public_datasets`).
+    """
 
     name: str
     root: Path
@@ -43,6 +48,7 @@ class Sequence:
     q: np.ndarray  # (N, 4)
     intrinsics: Intrinsics
     meta: dict = field(default_factory=dict)
+    image_dir: Path | None = None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -51,8 +57,13 @@ class Sequence:
     def split(self) -> str:
         return self.meta.get("split", "train")
 
+    @property
+    def image_folder(self) -> Path:
+        """The folder the image names are relative to."""
+        return Path(self.image_dir) if self.image_dir is not None else Path(self.root) / "images"
+
     def image_path(self, i: int) -> Path:
-        return self.root / "images" / self.images[i]
+        return self.image_folder / self.images[i]
 
     def load_image(self, i: int) -> np.ndarray:
         from PIL import Image
@@ -73,6 +84,20 @@ def write_poses(path: Path, names: list[str], x: np.ndarray, q: np.ndarray) -> N
             w.writerow([n] + [f"{v:.9g}" for v in xi] + [f"{v:.9g}" for v in qi])
 
 
+def parse_pose_row(path, line: int, fields: list[str], count: int, what: str = "columns", skip: int = 0) -> list[float]:
+    """The numbers ``fields[skip:]`` of one row of a pose file, which must have ``count`` fields; a
+    DatasetError naming the file and line for a wrong count, a non-numeric or a non-finite value."""
+    if len(fields) != count:
+        raise DatasetError(f"{path}, line {line}: expected {count} {what}, got {len(fields)}")
+    try:
+        v = [float(c) for c in fields[skip:]]
+    except ValueError:
+        raise DatasetError(f"{path}, line {line}: non-numeric pose value in {fields[skip:]}") from None
+    if not np.all(np.isfinite(v)):
+        raise DatasetError(f"{path}, line {line}: pose values must be finite, got {fields[skip:]}")
+    return v
+
+
 def read_poses(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Read and validate a poses CSV; returns (image names, x (N, 3), q (N, 4))."""
     path = Path(path)
@@ -84,16 +109,8 @@ def read_poses(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
         raise DatasetError(f"{path}: the header must be {','.join(POSE_COLUMNS)}, got {','.join(rows[0]) if rows else 'an empty file'}")
     names, vals = [], []
     for i, r in enumerate(rows[1:], start=2):
-        if len(r) != 8:
-            raise DatasetError(f"{path}, line {i}: expected 8 columns, got {len(r)}")
-        try:
-            v = [float(c) for c in r[1:]]
-        except ValueError:
-            raise DatasetError(f"{path}, line {i}: non-numeric pose value in {r[1:]}") from None
-        if not np.all(np.isfinite(v)):
-            raise DatasetError(f"{path}, line {i}: pose values must be finite")
+        vals.append(parse_pose_row(path, i, r, 8, skip=1))
         names.append(r[0])
-        vals.append(v)
     if not names:
         raise DatasetError(f"{path}: no poses")
     a = np.array(vals)
@@ -225,6 +242,7 @@ class PoseDataset:
         self.size = tuple(size)
         self.transform = transform
         self.index = [(s, i) for s, seq in enumerate(sequences) for i in range(len(seq))]
+        self.offsets = np.cumsum([0] + [len(seq) for seq in sequences])  # item of (s, i) = offsets[s] + i
         self.x = np.concatenate([s.x for s in sequences]).astype(np.float32)
         self.q = np.concatenate([s.q for s in sequences]).astype(np.float32)
         self._cache: list | None = [None] * len(self.index) if cache else None
@@ -252,3 +270,132 @@ class PoseDataset:
         if self.transform is not None:
             t = self.transform(t)
         return t, torch.from_numpy(self.x[k]), torch.from_numpy(self.q[k]), k
+
+
+class PairDataset:
+    """torch Dataset of image pairs from one sequence each, for relative-pose models (MeNet).
+
+    A pair (i, j) holds items of :attr:`frames` (a :class:`PoseDataset`, whose uint8 image cache it
+    uses: pass a PoseDataset to share its cache, or sequences and ``size`` to get a new one) from the
+    **same** sequence, 1 <= |position of j - position of i| <= ``max_gap`` (pairs never cross
+    sequences). For every frame up to ``pairs_per_image`` partners are drawn without replacement, both
+    directions allowed, from ``numpy.random.default_rng(seed)``; :meth:`resample` draws a new set (e.g.
+    per epoch). Relative poses come from :func:`campose.geometry.relative_pose`.
+
+    Item k -> (image_i (3, h, w), image_j (3, h, w), t_rel (3,), q_rel (4,), x_i, q_i, x_j, q_j, i, j):
+    t_rel = R_i^T (x_j - x_i) (metres, camera-i axes), q_rel = q_i^-1 q_j (w-first, w >= 0), x/q the
+    camera-to-world poses, i and j the items of :attr:`frames`. With ``stacked=True`` the two images
+    come as one (6, h, w) tensor (image i's channels first), MeNet's input. ``transform`` acts on each
+    (3, h, w) float tensor separately, before stacking.
+    """
+
+    def __init__(self, sequences, size: tuple[int, int] | None = None, max_gap: int = 10, pairs_per_image: int = 1,
+                 seed: int = 0, transform=None, stacked: bool = False):
+        if isinstance(sequences, PoseDataset):
+            if size is not None and tuple(size) != sequences.size:
+                raise ValueError(f"size {tuple(size)} differs from the PoseDataset's {sequences.size}")
+            frames = sequences
+        else:
+            if size is None:
+                raise ValueError("size (width, height) is required when PairDataset is built from sequences")
+            frames = PoseDataset(list(sequences), size)
+        if int(max_gap) < 1 or int(pairs_per_image) < 1:
+            raise ValueError(f"max_gap and pairs_per_image must be >= 1, got {max_gap} and {pairs_per_image}")
+        self.frames = frames
+        self.size = frames.size
+        self.max_gap, self.pairs_per_image = int(max_gap), int(pairs_per_image)
+        self.transform, self.stacked = transform, stacked
+        self._x = np.concatenate([s.x for s in frames.sequences]).astype(float)
+        self._q = np.concatenate([s.q for s in frames.sequences]).astype(float)
+        self.resample(seed)
+
+    def resample(self, seed: int) -> None:
+        """Draw the pairs (:attr:`pairs`, (P, 2) items of :attr:`frames`) and their relative poses."""
+        rng = np.random.default_rng(seed)
+        pairs = []
+        for s, seq in enumerate(self.frames.sequences):
+            n, off = len(seq), int(self.frames.offsets[s])
+            for i in range(n):
+                cand = np.r_[max(0, i - self.max_gap):i, i + 1:min(n, i + self.max_gap + 1)]
+                if len(cand):
+                    js = rng.choice(cand, size=min(self.pairs_per_image, len(cand)), replace=False)
+                    pairs += [(off + i, off + int(j)) for j in js]
+        if not pairs:
+            raise ValueError("no pairs: every sequence has a single frame")
+        self.pairs = np.array(pairs, dtype=np.int64)
+        i, j = self.pairs[:, 0], self.pairs[:, 1]
+        t, q = relative_pose(self._x[i], self._q[i], self._x[j], self._q[j])
+        self.t_rel, self.q_rel = t.astype(np.float32), q.astype(np.float32)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def _image(self, k: int):
+        t = image_to_tensor(self.frames.raw_image(k))
+        return self.transform(t) if self.transform is not None else t
+
+    def __getitem__(self, k: int):
+        import torch
+
+        i, j = (int(v) for v in self.pairs[k])
+        a, b = self._image(i), self._image(j)
+        images = (torch.cat([a, b], 0),) if self.stacked else (a, b)
+        f = self.frames
+        return (*images, torch.from_numpy(self.t_rel[k]), torch.from_numpy(self.q_rel[k]),
+                torch.from_numpy(f.x[i]), torch.from_numpy(f.q[i]), torch.from_numpy(f.x[j]), torch.from_numpy(f.q[j]),
+                i, j)
+
+
+# ---------------------------------------------------------------------------- MapNet windows
+def sequence_windows(dataset, window: int, stride: int = 1, step: int = 1) -> list[list[int]]:
+    """Windows of ``window`` frames of one sequence each, as items of ``dataset`` (a PoseDataset, or the
+    list of sequences it was built from): [k, k + step, ..., k + (window - 1) step] in a sequence,
+    k = 0, stride, 2 stride, ... Windows never cross sequences; a sequence shorter than
+    (window - 1) step + 1 frames gives none. ``step`` is MapNet's "skip" between frames of a tuple."""
+    if int(window) < 2 or int(stride) < 1 or int(step) < 1:
+        raise ValueError(f"need window >= 2, stride >= 1 and step >= 1, got {window}, {stride}, {step}")
+    seqs = dataset.sequences if isinstance(dataset, PoseDataset) else list(dataset)
+    out, off, span = [], 0, (window - 1) * step
+    for seq in seqs:
+        out += [[off + k + m * step for m in range(window)] for k in range(0, len(seq) - span, stride)]
+        off += len(seq)
+    return out
+
+
+class WindowBatchSampler:
+    """Batch sampler (``DataLoader(dataset, batch_sampler=...)``) for MapNet's relative terms.
+
+    Each batch is ``windows_per_batch`` windows of :func:`sequence_windows`, concatenated: items
+    [w * window, (w + 1) * window) of a batch are one window, frames of one sequence in time order.
+    The trainer computes the absolute loss on every frame and reshapes predictions and labels to
+    (windows, window, ...) for the relative terms (e.g. between neighbours, [:, 1:] against [:, :-1]).
+    Chosen over a dataset of tuples so that the :class:`PoseDataset` (its items, cache and collate)
+    serves both PoseNet and MapNet unchanged. Windows are shuffled per epoch with seed + epoch
+    (:meth:`set_epoch`), so the order is deterministic.
+    """
+
+    def __init__(self, dataset, window: int, windows_per_batch: int, stride: int = 1, step: int = 1,
+                 shuffle: bool = True, seed: int = 0, drop_last: bool = False):
+        if int(windows_per_batch) < 1:
+            raise ValueError(f"windows_per_batch must be >= 1, got {windows_per_batch}")
+        self.windows = sequence_windows(dataset, window, stride, step)
+        if not self.windows:
+            raise ValueError(f"no sequence has the {(window - 1) * step + 1} frames a window of {window} "
+                             f"with step {step} needs")
+        self.window, self.windows_per_batch = int(window), int(windows_per_batch)
+        self.shuffle, self.seed, self.drop_last, self.epoch = shuffle, seed, drop_last, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        n, b = len(self.windows), self.windows_per_batch
+        return n // b if self.drop_last else -(-n // b)
+
+    def __iter__(self):
+        order = np.arange(len(self.windows))
+        if self.shuffle:
+            order = np.random.default_rng(self.seed + self.epoch).permutation(order)
+        b = self.windows_per_batch
+        for start in range(0, len(self) * b, b):
+            yield [k for w in order[start:start + b] for k in self.windows[w]]
