@@ -1,0 +1,252 @@
+"""PoseNet, MapNet and MeNet: shapes, conventions, configs, local weights, gradients, overfitting.
+
+Small inputs (64x48) and small heads keep this fast on a CPU; no weights are ever downloaded.
+"""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from campose import geometry as g
+from campose import losses as L
+from campose import models as M
+
+W, H = 64, 48
+KINDS = list(M.MODELS)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: on a small shared CPU, two threads of tiny convolutions mostly wait on each other."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="module")
+def models():
+    """One small model of each kind (every backbone is covered by its own test)."""
+    torch.manual_seed(1)
+    return {k: M.build_model(k, backbone="mobilenet_v3_small", hidden=[32], translation_mean=[1.0, -2.0, 1.5],
+                             translation_std=[4.0, 3.0, 0.1]) for k in KINDS}
+
+
+def images(n=2, c=3):
+    return torch.randn(n, c, H, W)
+
+
+def check_pose(t, q, n=2):
+    assert t.shape == (n, 3) and q.shape == (n, 4) and t.dtype == q.dtype == torch.float32
+    assert torch.allclose(q.norm(dim=-1), torch.ones(n), atol=1e-5)
+
+
+# ---------------------------------------------------------------------------- shapes and conventions
+@pytest.mark.parametrize("backbone", M.BACKBONES)
+def test_every_backbone_gives_poses_and_takes_a_6_channel_stack(backbone):
+    net = M.build_model("posenet", backbone=backbone, hidden=[16])
+    t, q = net(images())
+    check_pose(t, q)
+    menet = M.build_model("menet", backbone=backbone, hidden=[16])
+    assert menet.backbone.first_conv.in_channels == 6
+    assert net.backbone.out_features == menet.backbone.out_features
+    check_pose(*menet(images(c=6)))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_model_kind_outputs_and_predict_pose(models, kind):
+    model = models[kind].train()
+    c = model.in_channels
+    t, r = model(images(3, c))
+    assert t.shape == (3, 3) and r.shape == (3, 3 if kind == "mapnet" else 4)
+    if kind != "mapnet":
+        check_pose(t, r, 3)
+    x, q = model.predict_pose(images(3, c))
+    check_pose(x, q, 3)
+    assert (q[:, 0] >= 0).all() and not x.requires_grad
+    assert model.training  # predict_pose restores the mode
+    x1, q1 = model.predict_pose(images(1, c)[0])  # one unbatched image
+    assert x1.shape == (3,) and q1.shape == (4,)
+
+
+def test_mapnet_to_pose_is_the_exp_map(models):
+    mapnet = models["mapnet"].eval()
+    with torch.no_grad():
+        x, u = mapnet(images())
+    x2, q = mapnet.to_pose(x, u)
+    assert torch.equal(x, x2)
+    assert np.allclose(q.numpy(), g.quat_exp(u.double().numpy()), atol=1e-6)
+    xp, qp = mapnet.predict_pose(images())
+    assert xp.shape == (2, 3) and (qp[:, 0] >= 0).all()
+
+
+def test_translation_normalisation_and_stats(models):
+    model = models["posenet"]
+    stats = M.translation_stats([[0, 0, 1.5], [2, 4, 1.5], [4, 8, 1.5]])
+    assert np.allclose(stats["translation_mean"], [2, 4, 1.5])
+    assert np.allclose(stats["translation_std"], [np.std([0, 2, 4]), np.std([0, 4, 8]), 0.01])  # floored
+    assert "translation_mean" in model.state_dict() and "translation_std" in model.state_dict()
+    net = M.build_model("posenet", hidden=[8], **stats).eval()
+    with torch.no_grad():
+        net.translation_head.weight.zero_()
+        net.translation_head.bias.copy_(torch.tensor([1.0, -1.0, 0.0]))
+    x, _ = net.predict_pose(images())
+    want = torch.tensor(stats["translation_mean"]) + torch.tensor(stats["translation_std"]) * torch.tensor([1.0, -1, 0])
+    assert torch.allclose(x, want.expand(2, 3).float())  # metres = mean + std * head
+    with pytest.raises(ValueError, match="shape"):
+        M.translation_stats(np.zeros((4, 2)))
+
+
+# ---------------------------------------------------------------------------- architecture details
+def test_siamese_menet_shares_one_backbone(models):
+    model = models["menet_siamese"].eval()
+    assert model.backbone.first_conv.in_channels == 3
+    n_params = sum(p.numel() for p in model.parameters())
+    n_head = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("backbone."))
+    assert n_params - n_head == sum(p.numel() for p in model.backbone.parameters())  # one copy
+    a, b = torch.randn(2, 3, H, W), torch.randn(2, 3, H, W)
+    with torch.no_grad():
+        f = model.features(torch.cat([a, b], 1))
+        fa, fb = model.backbone(a), model.backbone(b)
+        swapped = model.features(torch.cat([b, a], 1))
+    F = model.backbone.out_features
+    assert f.shape == (2, 2 * F)
+    assert torch.allclose(f[:, :F], fa, atol=1e-5) and torch.allclose(f[:, F:], fb, atol=1e-5)
+    assert torch.allclose(swapped, torch.cat([fb, fa], 1), atol=1e-5)
+
+
+def save_torchvision(tmp_path, name, **kw):
+    torch.manual_seed(5)
+    net = getattr(torchvision.models, name)(weights=None, **kw)
+    path = tmp_path / f"{name}.pth"
+    torch.save(net.state_dict(), path)
+    return net, path
+
+
+def test_local_backbone_weights_load_and_init_the_6_channel_conv(tmp_path):
+    ref, path = save_torchvision(tmp_path, "resnet18", num_classes=10)  # another classifier: ignored
+    model = M.build_model("posenet", hidden=[8], backbone_weights=path)
+    got = model.backbone.features
+    assert torch.equal(got.conv1.weight, ref.conv1.weight)
+    assert torch.equal(got.layer4[1].bn2.running_var, ref.layer4[1].bn2.running_var)
+    assert "backbone_weights" not in model.config
+    menet = M.build_model("menet", hidden=[8], backbone_weights=str(path))
+    w = menet.backbone.first_conv.weight
+    assert w.shape == (64, 6, 7, 7)
+    assert torch.allclose(w, torch.cat([ref.conv1.weight, ref.conv1.weight], 1) / 2)  # duplicated, halved
+    # a stack of two identical images gives the pretrained 3-channel features
+    a = images()
+    with torch.no_grad():
+        assert torch.allclose(menet.backbone.eval()(torch.cat([a, a], 1)), model.backbone.eval()(a), atol=1e-4)
+    # the mobilenet/efficientnet family keeps its first conv in features[0][0]
+    ref, path = save_torchvision(tmp_path, "mobilenet_v3_small")
+    siam = M.build_model("menet_siamese", backbone="mobilenet_v3_small", hidden=[8], backbone_weights=path)
+    assert torch.equal(siam.backbone.first_conv.weight, ref.features[0][0].weight)
+
+
+def test_bad_backbone_weights_give_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="backbone weights file not found: .*nope.pth"):
+        M.build_model("posenet", backbone_weights=tmp_path / "nope.pth")
+    _, other = save_torchvision(tmp_path, "mobilenet_v3_small")  # another architecture
+    with pytest.raises(ValueError, match="does not fit torchvision.models.resnet18: .*missing keys.*unexpected keys"):
+        M.build_model("posenet", backbone_weights=other)
+    _, path = save_torchvision(tmp_path, "resnet18")
+    state = torch.load(path, weights_only=True)
+    state["conv1.weight"] = state["conv1.weight"][:32]
+    torch.save(state, path)
+    wrong = r"wrong shapes, file vs model \(e.g. conv1.weight \(32, 3, 7, 7\) vs \(64, 3, 7, 7\)\)"
+    with pytest.raises(ValueError, match=wrong):
+        M.build_model("posenet", backbone_weights=path)
+    junk = tmp_path / "junk.pth"
+    junk.write_text("not a checkpoint")
+    with pytest.raises(ValueError, match="cannot read .*junk.pth as a torch state dict"):
+        M.build_model("posenet", backbone_weights=junk)
+    torch.save([1, 2, 3], junk)
+    with pytest.raises(ValueError, match="does not hold a state dict"):
+        M.build_model("posenet", backbone_weights=junk)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_config_round_trip_rebuilds_the_same_model(models, kind):
+    model = models[kind].eval()
+    config = json.loads(json.dumps(model.config))  # a checkpoint stores it as JSON
+    again = M.build_model(**config).eval()
+    assert type(again) is type(model) and again.config == model.config
+    shapes = [(n, p.shape) for n, p in model.state_dict().items()]
+    assert [(n, p.shape) for n, p in again.state_dict().items()] == shapes
+    again.load_state_dict(model.state_dict())
+    x = images(2, model.in_channels)
+    with torch.no_grad():
+        for a, b in zip(model(x), again(x)):
+            assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_gradients_reach_every_parameter(models, kind):
+    model = models[kind].train()
+    model.zero_grad()
+    x_true, q_true = torch.randn(4, 3), g.torch_quat_normalize(torch.randn(4, 4))
+    t, r = model(images(4, model.in_channels))
+    loss = L.build_loss(kind)
+    args = (t, r, x_true, q_true) + ((L.consecutive_pairs([0, 0, 1, 1]),) if kind == "mapnet" else ())
+    loss(*args).backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
+
+
+def test_bad_arguments_raise_clear_errors(models):
+    with pytest.raises(ValueError, match="unknown model kind 'posenet2'"):
+        M.build_model("posenet2")
+    with pytest.raises(ValueError, match="unknown backbone 'vgg16'; choose one of resnet18"):
+        M.build_model("posenet", backbone="vgg16")
+    with pytest.raises(ValueError, match="unknown option.*pretrained"):
+        M.build_model("posenet", pretrained=True)
+    with pytest.raises(ValueError, match="hidden"):
+        M.build_model("posenet", hidden=512)
+    with pytest.raises(ValueError, match="dropout"):
+        M.build_model("posenet", dropout=1.0)
+    with pytest.raises(ValueError, match="translation_std must be positive"):
+        M.build_model("posenet", translation_std=[1, 0, 1])
+    with pytest.raises(ValueError, match=r"translation_mean must be 3 finite numbers"):
+        M.build_model("posenet", translation_mean=[1, 2])
+    with pytest.raises(ValueError, match="multiple of 3"):
+        M.Backbone("resnet18", in_channels=4, weights="x.pth")
+    with pytest.raises(ValueError, match=r"PoseNet expects images \(B, 3, H, W\), got \(2, 6, 48, 64\)"):
+        models["posenet"](images(2, 6))
+    with pytest.raises(ValueError, match=r"SiameseMeNet expects images \(B, 6, H, W\), got \(2, 3, 48, 64\)"):
+        models["menet_siamese"](images(2, 3))
+
+
+# ---------------------------------------------------------------------------- training
+def test_a_small_model_overfits_eight_images():
+    rng = np.random.default_rng(0)
+    x = torch.tensor(rng.uniform(-5, 5, (8, 3)), dtype=torch.float32)
+    q = torch.tensor(g.quat_normalize(rng.normal(size=(8, 4))), dtype=torch.float32)
+    img = torch.randn(8, 3, 24, 32)
+    model = M.build_model("posenet", backbone="mobilenet_v3_small", hidden=[64], dropout=0.0,
+                          **M.translation_stats(x.numpy()))
+    loss = L.PoseLoss("mse")
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    first = None
+    for _ in range(150):
+        opt.zero_grad()
+        t, r = model(img)
+        value = loss(t, r, x, q)
+        value.backward()
+        opt.step()
+        first = first or value.item()
+        if value.item() < 1e-4 * first:
+            break
+    assert value.item() < 1e-4 * first, (first, value.item())
+    with torch.no_grad():
+        t, r = model(img)  # train mode: the batch statistics the model was fitted with
+    assert (t - x).norm(dim=-1).max() < 0.1  # metres
+    assert g.torch_rotation_error_deg(r, q).max() < 5.0  # degrees
