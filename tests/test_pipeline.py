@@ -126,6 +126,14 @@ def test_features_can_be_reused(tiny, tmp_path):
     with pycolmap.Database.open(str(tmp_path / "a" / "database.db")) as a, \
             pycolmap.Database.open(str(tmp_path / "b" / "database.db")) as b:
         assert a.num_keypoints() == b.num_keypoints() and a.num_matched_image_pairs() == b.num_matched_image_pairs()
+        a_pairs = a.num_matched_image_pairs()
+    mapped = sfm.reconstruct(root, tmp_path / "m", features_from=tmp_path / "a" / "database.db", reuse_matches=True,
+                             **{**common, "mapper": "incremental"})
+    with pycolmap.Database.open(str(tmp_path / "m" / "database.db")) as m:
+        assert m.num_matched_image_pairs() == a_pairs  # matching skipped, the earlier matches mapped
+    assert mapped.registered == first.registered and mapped.options["reuse_matches"]
+    with pytest.raises(sfm.SfmError, match="reuse_matches needs features_from"):
+        sfm.reconstruct(root, tmp_path / "n", reuse_matches=True, image_names=names, progress=False)
     with pytest.raises(sfm.SfmError, match="no database at"):
         sfm.reconstruct(root, tmp_path / "c", features_from=tmp_path / "none.db", image_names=names, progress=False)
     with pytest.raises(sfm.SfmError, match="not inputs of this run"):

@@ -325,6 +325,7 @@ def reconstruct(
     retrieval: int = 0,
     mapper: str = "incremental",
     features_from: str | Path | None = None,
+    reuse_matches: bool = False,
     max_image_size: int | None = None,
     max_num_features: int = 8192,
     num_threads: int = 2,
@@ -339,16 +340,18 @@ def reconstruct(
     all images under it. All images share one camera: PINHOLE with ``intrinsics`` held fixed when
     given (they must be for the images' size), COLMAP's SIMPLE_RADIAL estimate otherwise.
 
-    ``matcher``: "sequential" (each image with the next ``overlap`` images in name order, plus
-    COLMAP's quadratic overlap; no loop detection) or "exhaustive" (all pairs; cost grows with the
-    square of the image count). ``loop_pairs``: extra (name_a, name_b) pairs matched in addition.
+    ``matcher``: "sequential" (each image with the images 1, 2, 4, ..., 2**(overlap - 1) places
+    later in name order: COLMAP 4's quadratic overlap, which replaces the linear one; no loop
+    detection) or "exhaustive" (all pairs; cost grows with the square of the image count). ``loop_pairs``: extra (name_a, name_b) pairs matched in addition.
     ``retrieval``: also match every image with its ``retrieval`` most similar images by
     :func:`retrieval_pairs` (0: off); this is what links separate sequences of the same place and
     closes loops, in time linear in the image count. ``mapper``: "incremental" (COLMAP's default,
     image by image) or "global" (GLOMAP: rotation averaging and global positioning, then one bundle
     adjustment; much faster on long sequences). ``features_from``: the ``database.db`` of an earlier
     run on the same images; its keypoints and descriptors are reused (matches are dropped), so
-    matcher and mapper settings can be compared without extracting again.
+    matcher and mapper settings can be compared without extracting again. ``reuse_matches``
+    (with ``features_from``): keep that run's verified matches as well and go straight to mapping
+    (``matcher``, ``overlap``, ``loop_pairs`` and ``retrieval`` are then ignored), to compare mappers.
     ``max_image_size``: downscale larger images for extraction (poses stay in full-size pixels).
 
     ``out_dir`` gets a fresh ``database.db`` and the models in ``sparse/<i>`` every run. When the
@@ -401,7 +404,9 @@ def reconstruct(
             extraction.max_image_size = int(max_image_size)
         t0 = time.perf_counter()
         if features_from is not None:
-            _reuse_features(Path(features_from), db_path, names)
+            _reuse_features(Path(features_from), db_path, names, keep_matches=reuse_matches)
+        elif reuse_matches:
+            raise SfmError("reuse_matches needs features_from (the database whose matches to reuse)")
         else:
             pycolmap.extract_features(db_path, root, image_names=names, camera_mode=pycolmap.CameraMode.SINGLE,
                                       reader_options=reader, extraction_options=extraction)
@@ -421,14 +426,16 @@ def reconstruct(
         verification = pycolmap.TwoViewGeometryOptions()
         verification.ransac.random_seed = int(seed)
         t0 = time.perf_counter()
-        if matcher == "exhaustive":
+        if reuse_matches:
+            pairs = []
+        elif matcher == "exhaustive":
             pycolmap.match_exhaustive(db_path, matching_options=matching, verification_options=verification)
         else:
             seq = pycolmap.SequentialPairingOptions(overlap=int(overlap), loop_detection=False)
             pycolmap.match_sequential(db_path, matching_options=matching, pairing_options=seq,
                                       verification_options=verification)
         found = []
-        if int(retrieval) > 0:
+        if int(retrieval) > 0 and not reuse_matches:
             found = retrieval_pairs(db_path, int(retrieval), names=names,
                                     skip_within=int(overlap) if matcher == "sequential" else None, seed=seed)
         extra_pairs = _unique_pairs(pairs + found)
@@ -446,9 +453,9 @@ def reconstruct(
             n_pairs = db.num_matched_image_pairs()
             n_verified = len(db.read_two_view_geometry_num_inliers()[0])  # pairs with inliers
         extra = (f" + {len(pairs)} loop pairs" if pairs else "") + (f" + {len(found)} retrieval pairs" if found else "")
-        report("match", time.perf_counter() - t0,
-               f"{matcher}{f' (overlap {overlap})' if matcher == 'sequential' else ''}{extra}: "
-               f"{n_verified} verified of {n_pairs} matched pairs")
+        what = (f"reused from {features_from}" if reuse_matches
+                else f"{matcher}{f' (overlap {overlap})' if matcher == 'sequential' else ''}{extra}")
+        report("match", time.perf_counter() - t0, f"{what}: {n_verified} verified of {n_pairs} matched pairs")
 
         # -- map
         t0 = time.perf_counter()
@@ -498,6 +505,7 @@ def reconstruct(
     options = {"image_root": str(root), "matcher": matcher, "overlap": int(overlap), "loop_pairs": len(pairs),
                "retrieval": int(retrieval), "retrieval_pairs": len(found), "mapper": mapper,
                "features_from": None if features_from is None else str(features_from),
+               "reuse_matches": bool(reuse_matches),
                "intrinsics": None if intrinsics is None else intrinsics.to_dict(),
                "max_image_size": max_image_size, "max_num_features": int(max_num_features),
                "num_threads": num_threads, "seed": int(seed)}
@@ -511,8 +519,9 @@ def reconstruct(
     )
 
 
-def _reuse_features(source: Path, db_path: Path, names: list[str]) -> None:
-    """Copy an earlier run's database, keep its cameras, images and features, drop its matches."""
+def _reuse_features(source: Path, db_path: Path, names: list[str], keep_matches: bool = False) -> None:
+    """Copy an earlier run's database, keep its cameras, images and features; drop its matches
+    unless ``keep_matches``."""
     import pycolmap
 
     if not source.is_file():
@@ -526,8 +535,9 @@ def _reuse_features(source: Path, db_path: Path, names: list[str]) -> None:
         raise SfmError(f"features_from: {source} has no features for {len(missing)} of the images, e.g. {missing[0]}")
     shutil.copyfile(source, db_path)
     with pycolmap.Database.open(str(db_path)) as db:
-        db.clear_matches()
-        db.clear_two_view_geometries()
+        if not keep_matches:
+            db.clear_matches()
+            db.clear_two_view_geometries()
         extra = [im for im in db.read_all_images() if im.name not in set(names)]
     if extra:
         raise SfmError(f"features_from: {source} holds {len(extra)} image(s) that are not inputs of this run, "
