@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 
 def _render(args) -> int:
@@ -21,6 +22,87 @@ def _book(args) -> int:
     return book_main(["--profile", args.profile] + (["--no-html"] if args.no_html else [])) or 0
 
 
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT in pixels, e.g. 128x96, got {text!r}") from None
+    return w, h
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated layer sizes, e.g. 2048 or 2048,1024, "
+                                         f"got {text!r}") from None
+
+
+def _datasets(profile, labels: str) -> tuple[dict, dict]:
+    """(labelled sequences, true sequences) of a profile: ``labels="sfm"``, the aligned SfM labels
+    (``pipeline.label_dataset``, runs SfM unless cached); ``"truth"``, the renders' true poses."""
+    from campose import pipeline
+
+    if labels == "truth":
+        truth = pipeline.render_dataset(profile)
+        return truth, truth
+    ls = pipeline.label_dataset(profile)
+    return ls.sequences, ls.truth
+
+
+def _train(args) -> int:
+    from campose import pipeline
+    from campose.train import TrainConfig, TrainingWarning, train
+
+    prof = pipeline.get_profile(args.profile)
+    cfg = TrainConfig(kind=args.model, backbone=args.backbone, hidden=args.hidden, loss=args.loss, alpha=args.alpha,
+                      learn_weights=args.learn_weights, alpha_rel=args.alpha_rel, epochs=args.epochs,
+                      batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                      image_size=args.size or prof.net_size, val_fraction=args.val_fraction,
+                      patience=args.patience or None, seed=args.seed, num_threads=args.threads,
+                      max_minutes=args.max_minutes, augment=not args.no_augment, device=args.device)
+    labelled, _ = _datasets(prof, args.labels)
+    sequences = [s for s in labelled.values() if s.split == "train"]
+    if not sequences:
+        raise ValueError(f"profile {prof.name} has no training sequences")
+    out = args.out or pipeline.stage_dir(prof, "checkpoints") / f"{args.model}-{args.loss}-seed{args.seed}.pt"
+    with warnings.catch_warnings():  # the message is printed below
+        warnings.simplefilter("ignore", TrainingWarning)
+        res = train(cfg, sequences, out_path=out, meta={"profile": prof.name, "labels": args.labels})
+    cols = [c for c in ("train_loss", "val_loss", "val_position_m", "val_rotation_deg", "val_direction_deg", "seconds")
+            if c in res.history_frame()]
+    print(res.history_frame()[cols].to_string(float_format=lambda v: f"{v:.4g}"))
+    print(f"status: {res.status}" + (f"\n{res.message}" if res.message else ""))
+    print(f"best epoch: {res.best_epoch}; checkpoint: {out}")
+    return 1 if res.failed else 0
+
+
+def _evaluate(args) -> int:
+    from campose.evaluate import evaluate, evaluate_pairs
+    from campose.train import FAILED, load_checkpoint
+
+    model, info = load_checkpoint(args.checkpoint)
+    cfg = info["train_config"]
+    labels = args.labels or info.get("meta", {}).get("labels", "sfm")
+    labelled, truth = _datasets(args.profile, labels)
+    test = {n: s for n, s in truth.items() if s.split == "test"}
+    if not test:
+        raise ValueError(f"profile {args.profile} has no test sequences")
+    refs = {"truth": test} if labels == "truth" else {"labels": {n: labelled[n] for n in test}, "truth": test}
+    if info.get("status") in FAILED:
+        print(f"note: this run stopped early: {info.get('message')}", file=sys.stderr)
+    size = tuple(cfg["image_size"])
+    if model.in_channels == 6:
+        table = evaluate_pairs(model, test, refs, size, max_gap=cfg["max_gap"], batch_size=args.batch_size)
+    else:
+        table = evaluate(model, test, refs, size, batch_size=args.batch_size).table
+    print(f"{info['model_config']['kind']} ({cfg['backbone']}, loss {cfg['loss']}) on the {args.profile} test walks:")
+    print(table.to_string(float_format=lambda v: f"{v:.3f}"))
+    if args.csv:
+        table.to_csv(args.csv)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="campose", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -32,8 +114,56 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--profile", default="full", choices=["quick", "full"])
     b.add_argument("--no-html", action="store_true")
     b.set_defaults(func=_book)
+    _add_train_evaluate(sub)
     args = p.parse_args(argv)
+    if args.command in ("train", "evaluate"):
+        try:
+            return args.func(args)
+        except (FileNotFoundError, ValueError) as e:  # bad input: a clear message, no traceback
+            print(f"campose {args.command}: error: {e}", file=sys.stderr)
+            return 2
     return args.func(args)
+
+
+def _add_train_evaluate(sub) -> None:
+    from campose.losses import H_KINDS
+    from campose.models import BACKBONES, MODELS
+    from campose.pipeline import PROFILES
+
+    t = sub.add_parser("train", help="train PoseNet, MapNet or MeNet on the profile's training walks")
+    t.add_argument("--profile", default="quick", choices=list(PROFILES))
+    t.add_argument("--model", default="posenet", choices=list(MODELS))
+    t.add_argument("--backbone", default="resnet18", choices=list(BACKBONES))
+    t.add_argument("--hidden", type=_ints, default=None, help="head layer sizes, e.g. 2048 (default: the model's)")
+    t.add_argument("--loss", default="l1", choices=list(H_KINDS))
+    t.add_argument("--alpha", type=float, default=1.0, help="weight of the rotation term")
+    t.add_argument("--learn-weights", action="store_true",
+                   help="learned weighting (Kendall & Cipolla) instead of alpha")
+    t.add_argument("--alpha-rel", type=float, default=1.0, help="MapNet: weight of the relative terms")
+    t.add_argument("--epochs", type=int, default=30)
+    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--lr", type=float, default=1e-4)
+    t.add_argument("--weight-decay", type=float, default=5e-4)
+    t.add_argument("--size", type=_size, default=None, help="network input WIDTHxHEIGHT (default: the profile's)")
+    t.add_argument("--val-fraction", type=float, default=0.1, help="held-out tail of each training walk")
+    t.add_argument("--patience", type=int, default=10, help="early-stopping patience in epochs (0: off)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--threads", type=int, default=None, help="CPU threads (default: chosen for the machine)")
+    t.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA if present)")
+    t.add_argument("--max-minutes", type=float, default=None, help="time budget")
+    t.add_argument("--no-augment", action="store_true", help="no colour jitter")
+    t.add_argument("--labels", default="sfm", choices=["sfm", "truth"],
+                   help="train on the aligned SfM labels (default) or on the true poses (no SfM needed)")
+    t.add_argument("--out", default=None, help="checkpoint path (default: <data>/<profile>/checkpoints/...)")
+    t.set_defaults(func=_train)
+    e = sub.add_parser("evaluate", help="score a checkpoint on the profile's test walks (labels and truth)")
+    e.add_argument("--checkpoint", required=True)
+    e.add_argument("--profile", default="quick", choices=list(PROFILES))
+    e.add_argument("--labels", default=None, choices=["sfm", "truth"],
+                   help="reference poses: SfM labels and truth, or truth only (default: as trained)")
+    e.add_argument("--batch-size", type=int, default=32)
+    e.add_argument("--csv", default=None, help="also write the table to this CSV file")
+    e.set_defaults(func=_evaluate)
 
 
 if __name__ == "__main__":

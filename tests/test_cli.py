@@ -1,0 +1,83 @@
+"""``campose train`` and ``campose evaluate`` end to end on a tiny profile, without rendering or SfM.
+
+The profile's render stage is written directly (tiny synthetic walks, marked with the stage's real
+key), so ``pipeline.render_dataset`` loads it from the cache; ``--labels truth`` trains on those
+poses. The SfM-label path uses a stand-in for ``pipeline.label_dataset``.
+"""
+
+from types import SimpleNamespace
+
+import pytest
+
+from campose import cli, pipeline
+from campose.train import load_checkpoint
+
+TINY = {
+    "cli-train": pipeline.SequenceSpec("cli-train", "train", ("SW", "NW"), 41),
+    "cli-test": pipeline.SequenceSpec("cli-test", "test", ("NW", "SW"), 42),
+}
+SMALL = ["--backbone", "mobilenet_v3_small", "--hidden", "32", "--batch-size", "4", "--threads", "1"]
+
+
+@pytest.fixture
+def tiny_profile(tmp_path, monkeypatch, tiny_sequence):
+    monkeypatch.setenv("CAMPOSE_DATA", str(tmp_path / "runs"))
+    monkeypatch.setenv("CAMPOSE_PROGRESS", "0")
+    monkeypatch.setattr(pipeline, "SEQUENCES", {**pipeline.SEQUENCES, **TINY})
+    prof = pipeline.profile_with("quick", name="tiny", sequences=tuple(TINY), net_size=(32, 24))
+    monkeypatch.setitem(pipeline.PROFILES, "tiny", prof)
+    out = pipeline.stage_dir(prof, "render")
+    tiny_sequence("cli-train", 14, "train", seed=1, root=out)
+    tiny_sequence("cli-test", 6, "test", seed=2, root=out)
+    pipeline._mark(out, pipeline._render_key(prof), {"written_by": "tests/test_cli.py"})
+    return prof
+
+
+def test_train_then_evaluate_on_true_poses(tiny_profile, tmp_path, capsys):
+    ckpt = tmp_path / "posenet.pt"
+    rc = cli.main(["train", "--profile", "tiny", "--model", "posenet", "--loss", "smoothl1", "--alpha", "1",
+                   "--epochs", "2", "--labels", "truth", "--out", str(ckpt), *SMALL])
+    out = capsys.readouterr().out
+    assert rc == 0 and "status: completed" in out and str(ckpt) in out and "val_position_m" in out
+    model, info = load_checkpoint(ckpt)
+    assert info["train_config"]["image_size"] == [32, 24] and info["train_config"]["loss"] == "smoothl1"
+    assert info["meta"] == {"profile": "tiny", "labels": "truth"} and list(info["split"]) == ["cli-train"]
+
+    rc = cli.main(["evaluate", "--checkpoint", str(ckpt), "--profile", "tiny", "--csv", str(tmp_path / "t.csv")])
+    out = capsys.readouterr().out
+    assert rc == 0 and "cli-test" in out and "median position (m)" in out and "labels" not in out
+    assert (tmp_path / "t.csv").read_text().startswith("reference,sequence,frames")
+
+
+def test_train_and_evaluate_menet_on_sfm_labels(tiny_profile, tmp_path, capsys, monkeypatch):
+    truth = pipeline.render_dataset(tiny_profile)
+
+    def labels(seq):  # SfM left the first frame of every walk unregistered
+        return type(seq)(seq.name, seq.root, seq.images[1:], seq.x[1:], seq.q[1:], seq.intrinsics, seq.meta)
+
+    stand_in = SimpleNamespace(sequences={n: labels(s) for n, s in truth.items()}, truth=truth)
+    monkeypatch.setattr(pipeline, "label_dataset", lambda profile: stand_in)
+    ckpt = tmp_path / "menet.pt"
+    assert cli.main(["train", "--profile", "tiny", "--model", "menet_siamese", "--epochs", "1", "--val-fraction", "0.2",
+                     "--out", str(ckpt), *SMALL]) == 0
+    _, info = load_checkpoint(ckpt)
+    assert info["split"]["cli-train"]["val"][1] == 13  # trained on the 13 labelled frames
+    capsys.readouterr()
+    assert cli.main(["evaluate", "--checkpoint", str(ckpt), "--profile", "tiny"]) == 0
+    out = capsys.readouterr().out
+    assert "labels" in out and "truth" in out and "median direction (deg)" in out
+
+
+def test_clear_errors(tiny_profile, tmp_path, capsys):
+    assert cli.main(["evaluate", "--checkpoint", str(tmp_path / "none.pt"), "--profile", "tiny"]) == 2
+    assert "campose evaluate: error: checkpoint not found" in capsys.readouterr().err
+    (tmp_path / "bad.pt").write_text("garbage")
+    assert cli.main(["evaluate", "--checkpoint", str(tmp_path / "bad.pt"), "--profile", "tiny"]) == 2
+    assert "cannot read checkpoint" in capsys.readouterr().err
+    for args, msg in [(["--model", "posenet3"], "invalid choice: 'posenet3'"), (["--loss", "huber"], "invalid choice"),
+                      (["--size", "128by96"], "WIDTHxHEIGHT")]:
+        with pytest.raises(SystemExit) as e:
+            cli.main(["train", "--profile", "tiny", *args])
+        assert e.value.code == 2 and msg in capsys.readouterr().err
+    assert cli.main(["train", "--profile", "tiny", "--labels", "truth", "--batch-size", "1"]) == 2
+    assert "batch_size must be >= 2" in capsys.readouterr().err
