@@ -342,9 +342,9 @@ def survey_control_points(sfm_result, truth: dict, plan, n: int, noise_m: float,
 
 def label_errors(x_label, q_label, x_true, q_true) -> tuple[np.ndarray, np.ndarray]:
     """Per-frame (position error in metres, rotation error in degrees) of labels against truth."""
-    from campose.geometry import rotation_error_deg
+    from campose.geometry import position_error, rotation_error_deg
 
-    return (np.linalg.norm(np.asarray(x_label) - np.asarray(x_true), axis=1),
+    return (np.asarray(position_error(np.asarray(x_label), np.asarray(x_true)), float),
             np.asarray(rotation_error_deg(np.asarray(q_label), np.asarray(q_true)), float))
 
 
