@@ -460,6 +460,14 @@ class AlignmentReport:
             lines.append(f"  {name:<16s} {r:9.4f} m{'' if ok else '  OUTLIER'}")
         return "\n".join(lines)
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "AlignmentReport":
+        """Inverse of :meth:`to_dict`."""
+        pts = d["points"]
+        return cls(Similarity.from_dict(d["transform"]), np.array([p["residual_m"] for p in pts], float),
+                   float(d["rms_m"]), np.array([p["inlier"] for p in pts], bool), [p["name"] for p in pts],
+                   d["method"], d["threshold"])
+
     def to_dict(self) -> dict:
         return {
             "transform": self.transform.to_dict(),

@@ -202,11 +202,16 @@ def _render_key(prof: Profile) -> str:
                  "fps": prof.fps, "size": prof.render_size, "hfov": prof.hfov_deg, "tex": prof.texture_seed})
 
 
+def sfm_name(sequence: str, image: str) -> str:
+    """The name SfM knows a rendered frame by: ``<sequence>/images/<frame>.png``."""
+    return f"{sequence}/images/{image}"
+
+
 def sfm_image_names(profile: str | Profile) -> list[str]:
     """The names SfM sees: ``<sequence>/images/<frame>.png`` relative to the render stage folder."""
     prof = get_profile(profile)
     seqs = render_dataset(prof)
-    return [f"{name}/images/{img}" for name in prof.sequences for img in seqs[name].images]
+    return [sfm_name(name, img) for name in prof.sequences for img in seqs[name].images]
 
 
 def sfm_dataset(profile: str | Profile = "quick", force: bool = False, progress: bool | None = None):
@@ -358,7 +363,7 @@ def label_dataset(profile: str | Profile = "quick", force: bool = False, progres
     ``labels/alignment.json`` (transform, control points, residuals). ``method``: "umeyama" or
     "ransac" (then ``threshold`` in metres). Cached by the SfM stage and these settings.
     """
-    from campose.align import AlignmentReport, Similarity, align_with_control_points
+    from campose.align import AlignmentReport, align_with_control_points
     from campose.dataset import Sequence, atomic_dir, read_poses, write_poses
 
     prof = get_profile(profile)
@@ -370,7 +375,7 @@ def label_dataset(profile: str | Profile = "quick", force: bool = False, progres
     sfm_key = json.loads((stage_dir(prof, "sfm") / "stage.json").read_text())["key"]
     key = _key({"v": STAGE_VERSION["labels"], "sfm": sfm_key, **settings})
     if force or not _cached(out, key):
-        true_centres = {f"{name}/images/{img}": seq.x[i] for name, seq in truth.items()
+        true_centres = {sfm_name(name, img): seq.x[i] for name, seq in truth.items()
                         for i, img in enumerate(seq.images)}
         from campose.floorplan import load_floorplan
         control = survey_control_points(sfm, true_centres, load_floorplan(), prof.control_points,
@@ -381,8 +386,8 @@ def label_dataset(profile: str | Profile = "quick", force: bool = False, progres
         by_name = {n: i for i, n in enumerate(sfm.names)}
         with atomic_dir(out) as tmp:
             for name, seq in truth.items():
-                idx = [i for i, img in enumerate(seq.images) if f"{name}/images/{img}" in by_name]
-                rows = [by_name[f"{name}/images/{seq.images[i]}"] for i in idx]
+                idx = [i for i, img in enumerate(seq.images) if sfm_name(name, img) in by_name]
+                rows = [by_name[sfm_name(name, seq.images[i])] for i in idx]
                 (tmp / name).mkdir()
                 write_poses(tmp / name / "poses.csv", [seq.images[i] for i in idx], x_al[rows], q_al[rows])
                 pe, re = label_errors(x_al[rows], q_al[rows], seq.x[idx], seq.q[idx])
@@ -392,14 +397,10 @@ def label_dataset(profile: str | Profile = "quick", force: bool = False, progres
                 (tmp / name / "label_errors.csv").write_text("\n".join(lines) + "\n")
             (tmp / "alignment.json").write_text(json.dumps(
                 {"report": report.to_dict(), "control_points": control.to_rows(), "settings": settings}, indent=2) + "\n")
-            (tmp / "stage.json").write_text(json.dumps({"key": key, "finished": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
+            _mark(tmp, key, {"settings": settings})
     # load what is on disk (so a cached run and a fresh one return the same thing)
     meta = json.loads((out / "alignment.json").read_text())
-    rep = meta["report"]
-    pts = rep["points"]
-    report = AlignmentReport(Similarity.from_dict(rep["transform"]), np.array([p_["residual_m"] for p_ in pts]),
-                             float(rep["rms_m"]), np.array([p_["inlier"] for p_ in pts], bool),
-                             [p_["name"] for p_ in pts], rep["method"], rep["threshold"])
+    report = AlignmentReport.from_dict(meta["report"])
     control = ControlPoints.from_rows(meta["control_points"])
     sequences, errors, unregistered = {}, {}, {}
     for name, seq in truth.items():
