@@ -1,13 +1,15 @@
-"""PoseNet (resnet18) speed on this machine: training images/s and inference ms/image.
+"""Network speed on this machine: training images/s and inference ms/image.
 
-Training: one AdamW step (forward, L1 pose loss, backward, update) on a batch of 32 random images;
-inference: eval mode without gradients at batch 1 and 32. Both at the quick (128x96) and full
-(256x192) network sizes, with 1 and 2 torch threads on the CPU (or on CUDA when present), so the
-trainer's thread choice (:func:`campose.train.cpu_threads`) can be checked. Prints a table and
-writes benchmarks/results/train_speed.json. Note the machine's load alongside: on a shared 2-core
-CPU it decides the numbers.
+Training: one AdamW step (forward, loss, backward, update) on a batch of 32 random images (MeNet:
+32 stacked pairs); inference: eval mode without gradients at batch 1 and 32. By default the
+profiles' own settings (backbone and network input size of ``quick`` and ``full``) for every model
+kind, plus PoseNet with ResNet-18 for reference, with 1 and 2 torch threads on the CPU (or on CUDA
+when present), so the trainer's thread choice (:func:`campose.train.cpu_threads`) can be checked.
+Prints a table and writes benchmarks/results/train_speed.json. Note the machine's load alongside:
+on a shared 2-core CPU it decides the numbers.
 
-    python benchmarks/train_speed.py [--threads 1 2] [--sizes 128x96 256x192] [--repeats 2]
+    python benchmarks/train_speed.py [--threads 1 2] [--repeats 2]
+    python benchmarks/train_speed.py --configs posenet:resnet18:256x192 mapnet:mobilenet_v3_small:128x96
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from pathlib import Path
 
 import torch
 
-from campose.losses import PoseLoss
+from campose import pipeline
+from campose.losses import build_loss, consecutive_pairs
 from campose.models import build_model
 from campose.train import choose_device
 
@@ -34,21 +37,23 @@ def _timed(fn, repeats: int) -> float:
     return (time.perf_counter() - t0) / repeats
 
 
-def measure(size, threads: int, device: torch.device, repeats: int = 2, batch: int = 32) -> dict:
+def measure(kind: str, backbone: str, size, threads: int, device: torch.device, repeats: int = 2,
+            batch: int = 32) -> dict:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     w, h = size
-    model = build_model("posenet", backbone="resnet18").to(device)
-    loss = PoseLoss("l1")
+    model = build_model(kind, backbone=backbone).to(device)
+    loss = build_loss(kind)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    images = torch.randn(batch, 3, h, w, device=device)
+    images = torch.randn(batch, model.in_channels, h, w, device=device)
     x = torch.randn(batch, 3, device=device)
     q = torch.nn.functional.normalize(torch.randn(batch, 4, device=device), dim=1)
+    pairs = consecutive_pairs(torch.arange(batch) // 3)  # MapNet: windows of 3 frames
 
     def step():
         opt.zero_grad()
         t, r = model(images)
-        loss(t, r, x, q).backward()
+        (loss(t, r, x, q, pairs) if kind == "mapnet" else loss(t, r, x, q)).backward()
         opt.step()
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -56,7 +61,8 @@ def measure(size, threads: int, device: torch.device, repeats: int = 2, batch: i
     model.train()
     train_s = _timed(step, repeats)
     model.eval()
-    out = {"width": w, "height": h, "threads": threads, "device": device.type, "train_batch": batch,
+    out = {"model": kind, "backbone": backbone, "width": w, "height": h, "threads": threads,
+           "device": device.type, "train_batch": batch,
            "train_images_per_s": batch / train_s}
     with torch.no_grad():
         for b in (1, 32):
@@ -69,31 +75,45 @@ def measure(size, threads: int, device: torch.device, repeats: int = 2, batch: i
     return out
 
 
+def default_configs() -> list[str]:
+    """Every model kind at each profile's backbone and input size, and PoseNet/ResNet-18 for reference."""
+    out = []
+    for prof in pipeline.PROFILES.values():
+        cfg = pipeline.train_config(prof)
+        size = "x".join(str(v) for v in cfg.image_size)
+        out += [f"{k}:{cfg.backbone}:{size}" for k in ("posenet", "mapnet", "menet", "menet_siamese")]
+        out.append(f"posenet:resnet18:{size}")
+    return list(dict.fromkeys(out))
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    p.add_argument("--sizes", nargs="+", default=["128x96", "256x192"])
+    p.add_argument("--configs", nargs="+", default=None, help="MODEL:BACKBONE:WIDTHxHEIGHT (default: the profiles')")
     p.add_argument("--repeats", type=int, default=2)
     args = p.parse_args(argv)
     device = choose_device()
     load_before = os.getloadavg()
     rows = []
-    print(f"{'size':>9} {'thr':>3} {'train img/s':>11} {'infer ms/img b1':>15} {'infer ms/img b32':>16}")
-    for text in args.sizes:
-        size = tuple(int(v) for v in text.split("x"))
+    print(f"{'model':>13} {'backbone':>18} {'size':>7} {'thr':>3} {'train img/s':>11} {'infer ms/img b1':>15} "
+          f"{'infer ms/img b32':>16}")
+    for text in args.configs or default_configs():
+        kind, backbone, size_text = text.split(":")
+        size = tuple(int(v) for v in size_text.split("x"))
         for n in (args.threads if device.type == "cpu" else [torch.get_num_threads()]):
-            r = measure(size, n, device, args.repeats)
+            r = measure(kind, backbone, size, n, device, args.repeats)
             rows.append(r)
-            print(f"{text:>9} {n:>3} {r['train_images_per_s']:>11.1f} {r['infer_ms_per_image_b1']:>15.1f} "
-                  f"{r['infer_ms_per_image_b32']:>16.1f}", flush=True)
+            print(f"{kind:>13} {backbone:>18} {size_text:>7} {n:>3} {r['train_images_per_s']:>11.1f} "
+                  f"{r['infer_ms_per_image_b1']:>15.1f} {r['infer_ms_per_image_b32']:>16.1f}", flush=True)
     load = {"before": load_before, "after": os.getloadavg()}
     print(f"load average (1, 5, 15 min): before {load['before']}, after {load['after']}")
-    result = {"benchmark": "train_speed", "model": "posenet resnet18", "device": str(device),
-              "cpus": os.cpu_count(), "torch": str(torch.__version__), "load_average": load, "results": rows}
+    result = {"benchmark": "train_speed", "device": str(device), "cpus": os.cpu_count(),
+              "torch": str(torch.__version__), "load_average": load, "results": rows}
     path = Path(__file__).with_name("results") / "train_speed.json"
     path.parent.mkdir(exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
     return result
+
 
 if __name__ == "__main__":
     main()

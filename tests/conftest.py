@@ -37,3 +37,25 @@ def tiny_sequence(tmp_path):
                               {"split": split})
 
     return write
+
+
+@pytest.fixture
+def tiny_profile(tmp_path, monkeypatch, tiny_sequence):
+    """A profile ``tiny`` whose render stage is two tiny synthetic walks written directly (marked
+    with the stage's real key, so ``pipeline.render_dataset`` loads them from the cache): training
+    walk ``cli-train`` (14 frames) and test walk ``cli-test`` (6 frames), 32x24 network input; data
+    under tmp_path (CAMPOSE_DATA), no progress bars."""
+    from campose import pipeline
+
+    tiny = {"cli-train": pipeline.SequenceSpec("cli-train", "train", ("SW", "NW"), 41),
+            "cli-test": pipeline.SequenceSpec("cli-test", "test", ("NW", "SW"), 42)}
+    monkeypatch.setenv("CAMPOSE_DATA", str(tmp_path / "runs"))
+    monkeypatch.setenv("CAMPOSE_PROGRESS", "0")
+    monkeypatch.setattr(pipeline, "SEQUENCES", {**pipeline.SEQUENCES, **tiny})
+    prof = pipeline.profile_with("quick", name="tiny", sequences=tuple(tiny), net_size=(32, 24))
+    monkeypatch.setitem(pipeline.PROFILES, "tiny", prof)
+    out = pipeline.stage_dir(prof, "render")
+    tiny_sequence("cli-train", 14, "train", seed=1, root=out)
+    tiny_sequence("cli-test", 6, "test", seed=2, root=out)
+    pipeline._mark(out, pipeline._render_key(prof), {"written_by": "tests/conftest.py"})
+    return prof

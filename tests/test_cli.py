@@ -1,8 +1,7 @@
 """``campose train`` and ``campose evaluate`` end to end on a tiny profile, without rendering or SfM.
 
-The profile's render stage is written directly (tiny synthetic walks, marked with the stage's real
-key), so ``pipeline.render_dataset`` loads it from the cache; ``--labels truth`` trains on those
-poses. The SfM-label path uses a stand-in for ``pipeline.label_dataset``.
+The ``tiny_profile`` fixture (conftest.py) writes the render stage directly; ``--labels truth``
+trains on those poses. The SfM-label path uses a stand-in for ``pipeline.label_dataset``.
 """
 
 from types import SimpleNamespace
@@ -12,25 +11,7 @@ import pytest
 from campose import cli, pipeline
 from campose.train import load_checkpoint
 
-TINY = {
-    "cli-train": pipeline.SequenceSpec("cli-train", "train", ("SW", "NW"), 41),
-    "cli-test": pipeline.SequenceSpec("cli-test", "test", ("NW", "SW"), 42),
-}
 SMALL = ["--backbone", "mobilenet_v3_small", "--hidden", "32", "--batch-size", "4", "--threads", "1"]
-
-
-@pytest.fixture
-def tiny_profile(tmp_path, monkeypatch, tiny_sequence):
-    monkeypatch.setenv("CAMPOSE_DATA", str(tmp_path / "runs"))
-    monkeypatch.setenv("CAMPOSE_PROGRESS", "0")
-    monkeypatch.setattr(pipeline, "SEQUENCES", {**pipeline.SEQUENCES, **TINY})
-    prof = pipeline.profile_with("quick", name="tiny", sequences=tuple(TINY), net_size=(32, 24))
-    monkeypatch.setitem(pipeline.PROFILES, "tiny", prof)
-    out = pipeline.stage_dir(prof, "render")
-    tiny_sequence("cli-train", 14, "train", seed=1, root=out)
-    tiny_sequence("cli-test", 6, "test", seed=2, root=out)
-    pipeline._mark(out, pipeline._render_key(prof), {"written_by": "tests/test_cli.py"})
-    return prof
 
 
 def test_train_then_evaluate_on_true_poses(tiny_profile, tmp_path, capsys):
@@ -56,7 +37,7 @@ def test_train_and_evaluate_menet_on_sfm_labels(tiny_profile, tmp_path, capsys, 
         return type(seq)(seq.name, seq.root, seq.images[1:], seq.x[1:], seq.q[1:], seq.intrinsics, seq.meta)
 
     stand_in = SimpleNamespace(sequences={n: labels(s) for n, s in truth.items()}, truth=truth)
-    monkeypatch.setattr(pipeline, "label_dataset", lambda profile: stand_in)
+    monkeypatch.setattr(pipeline, "label_dataset", lambda profile, **kw: stand_in)
     ckpt = tmp_path / "menet.pt"
     assert cli.main(["train", "--profile", "tiny", "--model", "menet_siamese", "--epochs", "1", "--val-fraction", "0.2",
                      "--out", str(ckpt), *SMALL]) == 0

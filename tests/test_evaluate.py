@@ -143,3 +143,15 @@ def test_plots_return_axes(tiny_sequence):
     scatter = [c for c in ax.collections if c.get_label() == "prediction"][0]
     assert np.allclose(scatter.get_array(), np.sqrt(0.75))  # 3-D position error, metres
     plt.close("all")
+
+
+def test_step_lengths_per_walk():
+    import pandas as pd
+
+    rows = []
+    for seq, xs in (("a", [0.0, 1.0, 3.0]), ("b", [10.0, 10.5])):
+        for i, x in enumerate(xs):
+            rows.append({"sequence": seq, "x": 2 * x, "y": 0.0, "z": 0.0, "x_ref": x, "y_ref": 0.0, "z_ref": 0.0})
+    ref, pred = E.step_lengths(pd.DataFrame(rows))
+    np.testing.assert_allclose(ref, [1.0, 2.0, 0.5])  # no step across the two walks
+    np.testing.assert_allclose(pred, [2.0, 4.0, 1.0])

@@ -38,34 +38,26 @@ def _ints(text: str) -> tuple[int, ...]:
                                          f"got {text!r}") from None
 
 
-def _datasets(profile, labels: str) -> tuple[dict, dict]:
-    """(labelled sequences, true sequences) of a profile: ``labels="sfm"``, the aligned SfM labels
-    (``pipeline.label_dataset``, runs SfM unless cached); ``"truth"``, the renders' true poses."""
-    from campose import pipeline
-
-    if labels == "truth":
-        truth = pipeline.render_dataset(profile)
-        return truth, truth
-    ls = pipeline.label_dataset(profile)
-    return ls.sequences, ls.truth
-
-
 def _train(args) -> int:
     from campose import pipeline
-    from campose.train import TrainConfig, TrainingWarning, train
+    from campose.train import TrainingWarning, train
 
     prof = pipeline.get_profile(args.profile)
-    cfg = TrainConfig(kind=args.model, backbone=args.backbone, hidden=args.hidden, loss=args.loss, alpha=args.alpha,
-                      learn_weights=args.learn_weights, alpha_rel=args.alpha_rel, epochs=args.epochs,
-                      batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-                      image_size=args.size or prof.net_size, val_fraction=args.val_fraction,
-                      patience=args.patience or None, seed=args.seed, num_threads=args.threads,
-                      max_minutes=args.max_minutes, augment=not args.no_augment, device=args.device)
-    labelled, _ = _datasets(prof, args.labels)
+    given = {"kind": args.model, "backbone": args.backbone, "hidden": args.hidden, "loss": args.loss,
+             "alpha": args.alpha, "learn_weights": args.learn_weights or None, "alpha_rel": args.alpha_rel,
+             "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "weight_decay": args.weight_decay,
+             "image_size": args.size, "val_fraction": args.val_fraction, "seed": args.seed,
+             "num_threads": args.threads, "max_minutes": args.max_minutes, "device": args.device,
+             "augment": False if args.no_augment else None}
+    changes = {k: v for k, v in given.items() if v is not None}
+    if args.patience is not None:
+        changes["patience"] = args.patience or None
+    cfg = pipeline.train_config(prof, **changes)  # the profile's training settings, then the options given
+    labelled, _ = pipeline.labelled_sequences(prof, args.labels)
     sequences = [s for s in labelled.values() if s.split == "train"]
     if not sequences:
         raise ValueError(f"profile {prof.name} has no training sequences")
-    out = args.out or pipeline.stage_dir(prof, "checkpoints") / f"{args.model}-{args.loss}-seed{args.seed}.pt"
+    out = args.out or pipeline.stage_dir(prof, "checkpoints") / f"{cfg.kind}-{cfg.loss}-seed{cfg.seed}.pt"
     with warnings.catch_warnings():  # the message is printed below
         warnings.simplefilter("ignore", TrainingWarning)
         res = train(cfg, sequences, out_path=out, meta={"profile": prof.name, "labels": args.labels})
@@ -78,17 +70,14 @@ def _train(args) -> int:
 
 
 def _evaluate(args) -> int:
+    from campose import pipeline
     from campose.evaluate import evaluate, evaluate_pairs
     from campose.train import FAILED, load_checkpoint
 
     model, info = load_checkpoint(args.checkpoint)
     cfg = info["train_config"]
     labels = args.labels or info.get("meta", {}).get("labels", "sfm")
-    labelled, truth = _datasets(args.profile, labels)
-    test = {n: s for n, s in truth.items() if s.split == "test"}
-    if not test:
-        raise ValueError(f"profile {args.profile} has no test sequences")
-    refs = {"truth": test} if labels == "truth" else {"labels": {n: labelled[n] for n in test}, "truth": test}
+    test, refs = pipeline.test_walks(args.profile, labels)
     if info.get("status") in FAILED:
         print(f"note: this run stopped early: {info.get('message')}", file=sys.stderr)
     size = tuple(cfg["image_size"])
@@ -133,21 +122,21 @@ def _add_train_evaluate(sub) -> None:
     t = sub.add_parser("train", help="train PoseNet, MapNet or MeNet on the profile's training walks")
     t.add_argument("--profile", default="quick", choices=list(PROFILES))
     t.add_argument("--model", default="posenet", choices=list(MODELS))
-    t.add_argument("--backbone", default="resnet18", choices=list(BACKBONES))
+    t.add_argument("--backbone", default=None, choices=list(BACKBONES), help="default: the profile's")
     t.add_argument("--hidden", type=_ints, default=None, help="head layer sizes, e.g. 2048 (default: the model's)")
-    t.add_argument("--loss", default="l1", choices=list(H_KINDS))
-    t.add_argument("--alpha", type=float, default=1.0, help="weight of the rotation term")
+    t.add_argument("--loss", default=None, choices=list(H_KINDS), help="default: l1")
+    t.add_argument("--alpha", type=float, default=None, help="weight of the rotation term (default 1)")
     t.add_argument("--learn-weights", action="store_true",
                    help="learned weighting (Kendall & Cipolla) instead of alpha")
-    t.add_argument("--alpha-rel", type=float, default=1.0, help="MapNet: weight of the relative terms")
-    t.add_argument("--epochs", type=int, default=30)
-    t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--lr", type=float, default=1e-4)
-    t.add_argument("--weight-decay", type=float, default=5e-4)
+    t.add_argument("--alpha-rel", type=float, default=None, help="MapNet: weight of the relative terms (default 1)")
+    t.add_argument("--epochs", type=int, default=None, help="default: the profile's")
+    t.add_argument("--batch-size", type=int, default=None, help="default: the profile's")
+    t.add_argument("--lr", type=float, default=None, help="default: the profile's")
+    t.add_argument("--weight-decay", type=float, default=None, help="default 5e-4")
     t.add_argument("--size", type=_size, default=None, help="network input WIDTHxHEIGHT (default: the profile's)")
-    t.add_argument("--val-fraction", type=float, default=0.1, help="held-out tail of each training walk")
-    t.add_argument("--patience", type=int, default=10, help="early-stopping patience in epochs (0: off)")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--val-fraction", type=float, default=None, help="held-out tail of each training walk (default 0.1)")
+    t.add_argument("--patience", type=int, default=None, help="early-stopping patience in epochs (0: off; default: the profile's)")
+    t.add_argument("--seed", type=int, default=None, help="default 0")
     t.add_argument("--threads", type=int, default=None, help="CPU threads (default: chosen for the machine)")
     t.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA if present)")
     t.add_argument("--max-minutes", type=float, default=None, help="time budget")

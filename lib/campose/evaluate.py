@@ -189,6 +189,18 @@ def evaluate(model, sequences, references: Mapping, size, batch_size: int = 32, 
     return Evaluation(preds, frames, summarize(frames, thresholds))
 
 
+
+def step_lengths(frames) -> tuple[np.ndarray, np.ndarray]:
+    """How far apart consecutive frames of each walk are: ``(reference steps, predicted steps)``,
+    metres, one entry per pair of consecutive rows of a sequence in :func:`frame_errors`'s table
+    (one reference). A smooth predicted track has predicted steps close to the reference ones."""
+    ref, pred = [], []
+    for _, g in frames.groupby("sequence", sort=False):
+        r, p = g[["x_ref", "y_ref", "z_ref"]].to_numpy(float), g[["x", "y", "z"]].to_numpy(float)
+        ref.append(np.linalg.norm(np.diff(r, axis=0), axis=1))
+        pred.append(np.linalg.norm(np.diff(p, axis=0), axis=1))
+    return (np.concatenate(ref), np.concatenate(pred)) if ref else (np.zeros(0), np.zeros(0))
+
 # ---------------------------------------------------------------------------- relative (MeNet)
 def relative_errors(t_pred, q_pred, t_true, q_true) -> dict[str, np.ndarray]:
     """Per pair: ``translation_m`` = |t_rel - t_rel^| (metres), ``direction_deg`` = angle between
@@ -216,14 +228,15 @@ def predict_pairs(model, sequences, size, max_gap: int = 10, seed: int = 0, batc
 
 
 def evaluate_pairs(model, sequences, references: Mapping, size, max_gap: int = 10, seed: int = 0,
-                   batch_size: int = 32, device=None):
+                   batch_size: int = 32, device=None, overall: bool = True):
     """MeNet on pairs of each test sequence, against each reference's relative poses (pairs where
     the reference has both frames). Returns a DataFrame indexed by (reference, sequence): pairs,
-    median t_rel error (m), median direction error (deg), median relative rotation error (deg)."""
+    median t_rel error (m), median direction error (deg), median relative rotation error (deg); with
+    ``overall`` an ``all`` row per reference pooling the pairs of all sequences."""
     import pandas as pd
 
     seqs = dict(sequences) if isinstance(sequences, Mapping) else {s.name: s for s in sequences}
-    rows = []
+    errors: dict[str, list] = {}
     for name, s in seqs.items():
         pairs, t, q = predict_pairs(model, [s], size, max_gap, seed, batch_size, device)
         img_i = [s.images[i] for i in pairs.pairs[:, 0]]
@@ -239,13 +252,18 @@ def evaluate_pairs(model, sequences, references: Mapping, size, max_gap: int = 1
             i = np.array([where[a] for a, k in zip(img_i, keep) if k])
             j = np.array([where[b] for b, k in zip(img_j, keep) if k])
             t_ref, q_ref = relative_pose(r.x[i], r.q[i], r.x[j], r.q[j])
-            e = relative_errors(t[keep], q[keep], t_ref, q_ref)
-            rows.append({"reference": ref_name, "sequence": name, "pairs": int(keep.sum()),
-                         "median translation (m)": float(np.median(e["translation_m"])),
-                         "median direction (deg)": float(np.nanmedian(e["direction_deg"])),
-                         "median rotation (deg)": float(np.median(e["rotation_deg"]))})
-    if not rows:
+            errors.setdefault(ref_name, []).append((name, relative_errors(t[keep], q[keep], t_ref, q_ref)))
+    if not errors:
         raise ValueError("no predicted pair has reference poses for both frames")
+    rows = []
+    for ref_name, parts in errors.items():
+        if overall and len(parts) > 1:
+            parts = parts + [("all", {k: np.concatenate([e[k] for _, e in parts]) for k in parts[0][1]})]
+        for name, e in parts:
+            rows.append({"reference": ref_name, "sequence": name, "pairs": len(e["translation_m"]),
+                         "median translation (m)": float(np.nanmedian(e["translation_m"])),
+                         "median direction (deg)": float(np.nanmedian(e["direction_deg"])),
+                         "median rotation (deg)": float(np.nanmedian(e["rotation_deg"]))})
     return pd.DataFrame(rows).set_index(["reference", "sequence"])
 
 

@@ -289,3 +289,53 @@ def build_model(kind: str, **config) -> _PoseRegressor:
         raise ValueError(f"unknown option(s) {', '.join(unknown)} for {kind}; "
                          f"options are {', '.join(allowed)}")
     return MODELS[kind](**config)
+
+
+def architecture(model: _PoseRegressor, image_size: tuple[int, int] = (128, 96)) -> list[dict]:
+    """The model's layers as it runs, for tables and :func:`campose.plots.plot_architecture`.
+
+    One forward pass of a zero batch of ``image_size`` (width, height) through the model, with hooks on
+    the backbone's stages, the pooling, the head's layers and the two output heads. Returns one dict
+    per block in order: ``name``, ``type`` (the module class), ``part`` (``input``, ``backbone``,
+    ``pool``, ``head``, ``output``), ``shape`` (output shape without the batch axis) and ``params``
+    (parameters of that block). A siamese backbone runs once per image with shared weights (its rows
+    give one image's shapes) and the pooled features of the two images are concatenated.
+    """
+    w, h = (int(v) for v in image_size)
+    rows: list[dict] = [{"name": "input", "type": f"{model.in_channels}-channel image", "part": "input",
+                         "shape": (model.in_channels, h, w), "params": 0}]
+    hooks = []
+
+    def hook(name, part):
+        def fn(module, _inp, out):
+            shape = tuple(out.shape[1:])
+            name_ = f"block {name}" if name.isdigit() else name
+            rows.append({"name": name_, "type": type(module).__name__, "part": part, "shape": shape,
+                         "params": sum(p.numel() for p in module.parameters())})
+        return fn
+
+    for name, m in model.backbone.features.named_children():
+        hooks.append(m.register_forward_hook(hook(name, "backbone")))
+    for i, m in enumerate(model.mlp):
+        if isinstance(m, nn.Linear):
+            hooks.append(m.register_forward_hook(hook(f"fc{i // 3 + 1}", "head")))
+    hooks.append(model.translation_head.register_forward_hook(hook("translation", "output")))
+    hooks.append(model.rotation_head.register_forward_hook(hook("quaternion" if model.rotation_dim == 4 else "log q",
+                                                                "output")))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            pooled = model.features(torch.zeros(1, model.in_channels, h, w, device=model.translation_mean.device))
+            n_backbone = len(rows)
+            rows.insert(n_backbone, {"name": "avg pool, x2 + concat" if model.siamese else "avg pool",
+                                     "type": "mean", "part": "pool", "shape": tuple(pooled.shape[1:]), "params": 0})
+            model(torch.zeros(1, model.in_channels, h, w, device=model.translation_mean.device))
+    finally:
+        for k in hooks:
+            k.remove()
+        model.train(was_training)
+    # the second forward pass repeated the backbone rows: keep the first pass's backbone and the head
+    backbone = [r for r in rows[:n_backbone] if r["part"] in ("input", "backbone")]
+    rest = [r for r in rows[n_backbone + 1:] if r["part"] in ("head", "output")]
+    return backbone + [rows[n_backbone]] + rest

@@ -74,16 +74,26 @@ class Profile:
     # alignment: how many control points the survey has, its noise (metres, per coordinate)
     control_points: int = 8
     survey_noise_m: float = 0.02
+    # training: campose.train.TrainConfig fields for every model of the profile (network input
+    # size: net_size); chapters change the model, loss and alpha on top
+    train: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
     def intrinsics(self) -> Intrinsics:
         return Intrinsics.from_fov(self.render_size[0], self.render_size[1], self.hfov_deg)
 
 
+# Training settings. The quick profile only shows that every chapter runs (its models see 130 images
+# for seconds and are not expected to be accurate); the full profile's are sized to train every
+# model of chapters 06-08 in 45 minutes on 2 CPU cores (benchmarks/train_speed.py).
+TRAIN_QUICK = {"backbone": "mobilenet_v3_small", "epochs": 15, "batch_size": 16, "lr": 1e-3, "patience": None}
+TRAIN_FULL = {"backbone": "mobilenet_v3_small", "epochs": 12, "batch_size": 32, "lr": 1e-3, "patience": None}
+
 PROFILES: dict[str, Profile] = {
-    "quick": Profile("quick", ("quick-train", "quick-test"), fps=2.0, render_size=(480, 360), net_size=(128, 96)),
+    "quick": Profile("quick", ("quick-train", "quick-test"), fps=2.0, render_size=(480, 360), net_size=(64, 48),
+                     train=TRAIN_QUICK),
     "full": Profile("full", ("seq-01", "seq-02", "seq-03", "seq-04", "test-01", "test-02"), fps=4.0,
-                    render_size=(640, 480), net_size=(256, 192)),
+                    render_size=(640, 480), net_size=(128, 96), train=TRAIN_FULL),
 }
 
 
@@ -413,3 +423,91 @@ def label_dataset(profile: str | Profile = "quick", force: bool = False, progres
         got = set(imgs)
         unregistered[name] = [img for img in seq.images if img not in got]
     return LabelSet(prof.name, sequences, truth, errors, unregistered, report, control, sfm)
+
+
+# ---------------------------------------------------------------------------- models
+LABEL_SOURCES = ("sfm", "truth")
+
+
+def labelled_sequences(profile: str | Profile = "quick", labels: str = "sfm", progress: bool | None = None):
+    """(labelled sequences, rendered truth), each ``{name: Sequence}`` over all the profile's walks.
+
+    ``labels="sfm"``: the aligned SfM poses of the ``labels`` stage (what the report trained on;
+    registered frames only); ``"truth"``: the renderer's true poses (no SfM needed)."""
+    prof = get_profile(profile)
+    if labels == "truth":
+        truth = render_dataset(prof, progress=progress)
+        return truth, truth
+    if labels == "sfm":
+        ls = label_dataset(prof, progress=progress)
+        return ls.sequences, ls.truth
+    raise ValueError(f"labels must be one of {', '.join(LABEL_SOURCES)}, got {labels!r}")
+
+
+def _stage_key(prof: Profile, stage: str) -> str | None:
+    f = stage_dir(prof, stage) / "stage.json"
+    return json.loads(f.read_text()).get("key") if f.is_file() else None
+
+
+def model_dir(profile: str | Profile, name: str) -> Path:
+    """Where :func:`train_model` keeps the run called ``name``: ``<data>/<profile>/models/<name>/``."""
+    if not name or "/" in name or name.startswith("."):
+        raise ValueError(f"a model name must be a plain folder name, got {name!r}")
+    return stage_dir(profile, "models") / name
+
+
+def train_config(profile: str | Profile = "quick", **changes):
+    """The profile's :class:`campose.train.TrainConfig` (``profile.train`` over TrainConfig's
+    defaults, network input ``profile.net_size``) with ``changes`` applied."""
+    from campose.train import TrainConfig
+
+    prof = get_profile(profile)
+    return TrainConfig(**{"image_size": prof.net_size, **prof.train, **changes})
+
+
+def train_model(profile: str | Profile = "quick", name: str = "posenet", labels: str = "sfm", force: bool = False,
+                progress: bool | None = None, **changes):
+    """Stage ``models/<name>``: train on the profile's training walks (cached).
+
+    ``changes``: :class:`campose.train.TrainConfig` fields over :func:`train_config` (e.g.
+    ``kind="mapnet", loss="smoothl1"``). The cache key holds the config, the labels (their poses
+    and the stage that made them) and the renders, so a changed label or image retrains. Returns a
+    :class:`campose.train.TrainResult` whose checkpoint is ``model_dir(profile, name)/model.pt``."""
+    from campose.train import train_cached
+
+    prof = get_profile(profile)
+    cfg = train_config(prof, **changes)
+    seqs, _ = labelled_sequences(prof, labels, progress=progress)
+    train_seqs = [s for s in seqs.values() if s.split == "train"]
+    if not train_seqs:
+        raise ValueError(f"profile {prof.name} has no training walks")
+    progress = show_progress() if progress is None else progress
+    extra = {"labels": labels, "render": _render_key(prof),
+             "labels_stage": _stage_key(prof, "labels") if labels == "sfm" else None}
+    return train_cached(cfg, train_seqs, model_dir(prof, name), key_extra=extra, force=force, progress=progress,
+                        meta={"profile": prof.name, "labels": labels, "name": name})
+
+
+def test_walks(profile: str | Profile = "quick", labels: str = "sfm") -> tuple[dict, dict]:
+    """(the test walks to predict: the rendered sequences, every frame; the references to score
+    against: ``{"labels": ..., "truth": ...}``, or only ``truth`` when trained on the truth)."""
+    seqs, truth = labelled_sequences(profile, labels)
+    test = {n: s for n, s in truth.items() if s.split == "test"}
+    if not test:
+        raise ValueError(f"profile {get_profile(profile).name} has no test walks")
+    refs = {"truth": test} if labels == "truth" else {"labels": {n: seqs[n] for n in test}, "truth": test}
+    return test, refs
+
+
+def evaluate_model(profile: str | Profile, result, labels: str | None = None, batch_size: int = 32):
+    """Score a :class:`campose.train.TrainResult` on the profile's test walks against the SfM labels
+    and the truth. Absolute models (PoseNet, MapNet): a :class:`campose.evaluate.Evaluation`;
+    MeNet: the :func:`campose.evaluate.evaluate_pairs` table (pairs up to ``max_gap`` frames apart)."""
+    from campose.evaluate import evaluate, evaluate_pairs
+
+    labels = labels or result.meta.get("labels", "sfm")
+    test, refs = test_walks(profile, labels)
+    size = tuple(result.config.image_size)
+    if getattr(result.model, "in_channels", 3) == 6:
+        return evaluate_pairs(result.model, test, refs, size, max_gap=result.config.max_gap, batch_size=batch_size)
+    return evaluate(result.model, test, refs, size, batch_size=batch_size)

@@ -70,3 +70,57 @@ def plot_walks(plan, sequences, ax=None, arrows_every: int = 0):
             draw_cameras(ax, s.x, s.q, length=0.8, color=cmap(i % 10), every=arrows_every)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, fontsize=8, frameon=False)
     return ax
+
+
+_PART_COLOURS = {"input": "#dddddd", "backbone": "#9ecae1", "pool": "#fdd0a2", "head": "#a1d99b", "output": "#fc9272"}
+
+
+def _fmt_count(n: int) -> str:
+    return f"{n / 1e6:.2f} M" if n >= 1e6 else f"{n / 1e3:.1f} k" if n >= 1e3 else str(n)
+
+
+def plot_architecture(rows, title: str | None = None, ax=None):
+    """Draw a network as the chain of blocks it runs (rows of :func:`campose.models.architecture`):
+    one box per block, coloured by part (input, backbone, pooling, head, outputs), its height
+    growing with the number of channels and its label giving the output shape and parameters.
+    The two output heads are drawn side by side at the end. Returns the axis."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyBboxPatch
+
+    rows = list(rows)
+    outputs = [r for r in rows if r["part"] == "output"]
+    chain = [r for r in rows if r["part"] != "output"]
+    n = len(chain) + 1
+    if ax is None:
+        _, ax = plt.subplots(figsize=(max(8.0, 0.78 * n + 1), 3.6))
+    width, gap = 0.62, 0.16
+    chan = [r["shape"][0] for r in rows]
+    top = np.log2(max(chan) + 1)
+
+    def box(x0, yc, hgt, r):
+        ax.add_patch(FancyBboxPatch((x0, yc - hgt / 2), width, hgt, boxstyle="round,pad=0.01,rounding_size=0.05",
+                                    fc=_PART_COLOURS.get(r["part"], "white"), ec="k", lw=0.7))
+        shape = "x".join(str(v) for v in r["shape"])
+        label = f"{r['name']}\n{shape}" + (f"\n{_fmt_count(r['params'])}" if r["params"] else "")
+        ax.text(x0 + width / 2, yc - hgt / 2 - 0.05, label, ha="center", va="top", fontsize=6.5, rotation=0)
+
+    for i, r in enumerate(chain):
+        hgt = 0.25 + 0.75 * np.log2(r["shape"][0] + 1) / top
+        box(i * (width + gap), 0.0, hgt, r)
+        if i:
+            ax.annotate("", xy=(i * (width + gap), 0), xytext=(i * (width + gap) - gap, 0),
+                        arrowprops=dict(arrowstyle="->", lw=0.8))
+    xo = len(chain) * (width + gap)
+    for k, r in enumerate(outputs):
+        yc = 0.45 * (1 - 2 * k) if len(outputs) == 2 else 0.0
+        box(xo, yc, 0.3, r)
+        ax.annotate("", xy=(xo, yc), xytext=(xo - gap, 0), arrowprops=dict(arrowstyle="->", lw=0.8))
+    total = sum(r["params"] for r in rows)
+    handles = [plt.Rectangle((0, 0), 1, 1, fc=c, ec="k", lw=0.5) for c in _PART_COLOURS.values()]
+    ax.legend(handles, list(_PART_COLOURS), loc="upper left", ncol=5, fontsize=7, frameon=False,
+              bbox_to_anchor=(0, 1.13))
+    ax.set_xlim(-0.1, xo + width + 0.1)
+    ax.set_ylim(-1.15, 0.75)
+    ax.axis("off")
+    ax.set_title((title + ": " if title else "") + f"{_fmt_count(total)} parameters", fontsize=10, loc="right")
+    return ax
