@@ -169,6 +169,8 @@ def test_bad_arguments(tmp_path):
         sfm.reconstruct(tmp_path / "img", tmp_path / "out", intrinsics=Intrinsics.from_fov(640, 480))
     with pytest.raises(sfm.SfmError, match="matcher must be"):
         sfm.reconstruct(tmp_path / "img", tmp_path / "out", matcher="vocabtree")
+    with pytest.raises(sfm.SfmError, match="global_tracks_per_view must be >= 1"):
+        sfm.reconstruct(tmp_path / "img", tmp_path / "out", mapper="global", global_tracks_per_view=0)
     with pytest.raises(sfm.SfmError, match="not one of the"):
         sfm.reconstruct(tmp_path / "img", tmp_path / "out", loop_pairs=[("seq-01/000000.png", "x.png")])
     with pytest.raises(sfm.SfmError, match="missing"):

@@ -107,6 +107,20 @@ def test_early_stopping_and_time_limit(walks, monkeypatch):
     assert res.status == "time_limit" and len(res.history) == 1
 
 
+def test_select_last_and_cosine_schedule(walks, monkeypatch):
+    flat = {"val_loss": 1.0, "val_position_m": 1.0, "val_rotation_deg": 10.0}  # validation would pick epoch 1
+    with monkeypatch.context() as m:
+        m.setattr(T._AbsoluteTask, "validate", lambda self, model, loss, device: dict(flat))
+        res = T.train(tiny_config(epochs=4, patience=2, select_by="last", lr_schedule="cosine"), walks, progress=False)
+    assert res.status == "completed" and res.best_epoch == 4 and len(res.history) == 4  # no early stop either
+    lrs = [row["lr"] for row in res.history]
+    np.testing.assert_allclose(lrs, [1e-3 * (1 + math.cos(math.pi * e / 4)) / 2 for e in range(4)])
+    const = T.train(tiny_config(epochs=2), walks, progress=False)
+    assert [row["lr"] for row in const.history] == [1e-3, 1e-3]
+    with pytest.raises(ValueError, match="lr_schedule must be one of"):
+        tiny_config(lr_schedule="step")
+
+
 @pytest.mark.parametrize("kind", ["mapnet", "menet", "menet_siamese"])
 def test_mapnet_and_menet_train(walks, kind, monkeypatch):
     seen = []

@@ -10,6 +10,10 @@ refused: they are never used for training or model selection.
   centimetres away, would be in the training set. Validation picks the best epoch (``select_by``:
   median position error in metres, median rotation error in degrees, or the validation loss) and
   stops the run after ``patience`` epochs without improvement; the best epoch's weights are kept.
+  ``select_by="last"`` keeps the last epoch and uses validation only to report (for a fixed budget
+  with a decaying learning rate, or where the held-out tails are a poor proxy for the test walks).
+* **Learning rate.** AdamW at ``lr``, constant or (``lr_schedule="cosine"``) decayed per epoch
+  along a half cosine to zero at ``epochs``.
 * **Models.** PoseNet: shuffled frames. MapNet: batches of whole windows of consecutive frames
   (:class:`campose.dataset.WindowBatchSampler`) and the relative terms between neighbours in a window
   (:func:`campose.losses.consecutive_pairs`). MeNet (``menet`` and ``menet_siamese``): pairs of one
@@ -63,7 +67,8 @@ CHECKPOINT_VERSION = 1
 #: ``nan`` (a non-finite loss), ``diverged`` (the loss grew ``diverge_factor`` times over the best).
 STATUSES = ("completed", "early_stopped", "time_limit", "nan", "diverged")
 FAILED = ("nan", "diverged")
-SELECT_BY = ("position", "rotation", "val_loss")
+SELECT_BY = ("position", "rotation", "val_loss", "last")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 class TrainingWarning(UserWarning):
@@ -86,7 +91,8 @@ class TrainConfig:
     (not on learned loss weights), ``batch_size`` frames (MapNet: ``batch_size // window`` windows;
     MeNet: pairs). ``image_size`` = (width, height) pixels. Validation: ``val_fraction`` of each
     sequence's end, ``val_gap`` frames dropped between the training and validation parts,
-    ``patience`` epochs (None: no early stopping), ``select_by``. Budget: ``epochs``, ``max_minutes``
+    ``patience`` epochs (None: no early stopping), ``select_by`` (``last``: no selection).
+    ``lr_schedule``: ``constant`` or ``cosine``. Budget: ``epochs``, ``max_minutes``
     (None: none). ``seed``; ``device`` (None: CUDA if present, else CPU); ``num_threads`` (CPU; None:
     :func:`cpu_threads`). Augmentation: ``augment`` and the jitter amplitudes. MapNet: ``window``
     frames ``window_step`` apart, windows ``window_stride`` frames apart (default ``window - 1``: every
@@ -112,6 +118,7 @@ class TrainConfig:
     val_gap: int = 0
     patience: int | None = 10
     select_by: str = "position"
+    lr_schedule: str = "constant"
     max_minutes: float | None = None
     seed: int = 0
     device: str | None = None
@@ -136,6 +143,8 @@ class TrainConfig:
         need(self.kind in MODELS, f"unknown model kind {self.kind!r}; choose one of {', '.join(MODELS)}")
         need(self.loss in H_KINDS, f"unknown loss {self.loss!r}; choose one of {', '.join(H_KINDS)}")
         need(self.select_by in SELECT_BY, f"select_by must be one of {', '.join(SELECT_BY)}, got {self.select_by!r}")
+        need(self.lr_schedule in LR_SCHEDULES,
+             f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         if self.hidden is not None:
             self.hidden = tuple(int(h) for h in self.hidden)
         size = tuple(int(v) for v in self.image_size)
@@ -488,6 +497,8 @@ def train(config: TrainConfig, sequences, out_path=None, progress: bool | None =
         loss = build_loss(cfg.kind, **cfg.loss_options()).to(device)
         opt = torch.optim.AdamW([{"params": list(model.parameters()), "weight_decay": cfg.weight_decay},
                                  {"params": list(loss.parameters()), "weight_decay": 0.0}], lr=cfg.lr)
+        sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs) if cfg.lr_schedule == "cosine"
+                 else None)
         history, status, message, stopped = [], "completed", "", None
         best = {"epoch": None, "score": math.inf, "monitor": math.inf, "state": None, "since": 0}
         initial = math.inf  # the loss of the untrained model (first batch), "epoch 0" for divergence
@@ -510,11 +521,16 @@ def train(config: TrainConfig, sequences, out_path=None, progress: bool | None =
                 row.update({"val_loss": math.nan, "val_position_m": math.nan, "val_rotation_deg": math.nan})
             else:
                 row.update(task.validate(model, loss, device))
-            row.update({"lr": cfg.lr, "seconds": time.perf_counter() - t0})
+            row.update({"lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0})
+            if sched is not None:
+                sched.step()
             history.append(row)
             if status in FAILED:
                 break
-            score = row[_SCORE[cfg.select_by]] if val_parts else row["train_loss"]
+            if cfg.select_by == "last":
+                score = -float(epoch)
+            else:
+                score = row[_SCORE[cfg.select_by]] if val_parts else row["train_loss"]
             best["monitor"] = min(best["monitor"], monitor)
             if math.isfinite(score) and score < best["score"]:
                 best.update(epoch=epoch, score=score, since=0, state=_state_copy(model, loss))
