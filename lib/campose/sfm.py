@@ -329,6 +329,7 @@ def reconstruct(
     max_image_size: int | None = None,
     max_num_features: int = 8192,
     global_tracks_per_view: int | None = None,
+    global_retriangulation: bool = True,
     num_threads: int = 2,
     seed: int = 0,
     verbose: bool = False,
@@ -362,7 +363,10 @@ def reconstruct(
     adjustment problems from just enough of the longest tracks to give every image this many
     (GLOMAP's ``required_tracks_per_view``; None: all tracks); retriangulation afterwards still
     triangulates every track. On the full profile's 2,620 frames all 600k tracks made mapping run
-    for over an hour; 256 per image kept 39k.
+    for over an hour; 256 per image kept 39k. ``global_retriangulation`` (global mapper only): after
+    bundle adjustment, triangulate all tracks again and refine (GLOMAP's last step; False skips it:
+    the cameras come from the selected tracks alone and the sparse map holds only those). On the
+    full profile it was still running after 27 minutes, so the full profile skips it.
 
     ``out_dir`` gets a fresh ``database.db`` and the models in ``sparse/<i>`` every run. When the
     mapper builds several models the largest is kept and an :class:`SfmWarning` names the sizes.
@@ -475,6 +479,7 @@ def reconstruct(
             gopts = pycolmap.GlobalPipelineOptions()
             gopts.num_threads = num_threads
             gopts.random_seed = int(seed)
+            gopts.mapper.skip_retriangulation = not global_retriangulation
             if global_tracks_per_view is not None:
                 gopts.mapper.track_required_tracks_per_view = int(global_tracks_per_view)
             if intrinsics is not None:
@@ -522,7 +527,8 @@ def reconstruct(
                "reuse_matches": bool(reuse_matches),
                "intrinsics": None if intrinsics is None else intrinsics.to_dict(),
                "max_image_size": max_image_size, "max_num_features": int(max_num_features),
-               "global_tracks_per_view": global_tracks_per_view, "num_threads": num_threads, "seed": int(seed)}
+               "global_tracks_per_view": global_tracks_per_view, "global_retriangulation": bool(global_retriangulation),
+               "num_threads": num_threads, "seed": int(seed)}
     registered = set(reg_names)
     return SfmResult(
         names=reg_names, x=x, q=q, points=pts, point_colors=rgb, point_errors=err,

@@ -146,7 +146,7 @@ class Study:
                title="loss")
         rel = any(r.relative for r in self.runs.values())
         a2.set(xlabel="epoch", ylabel="median direction error (deg)" if rel else "median position error (m)",
-               title="validation (held-out tails of the training walks); dot: best epoch")
+               title="validation (held-out tails of the training walks); dot: kept epoch")
         a1.legend(fontsize=8)
         a2.legend(fontsize=8)
         return axes
