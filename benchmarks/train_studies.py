@@ -28,11 +28,12 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--profile", default="quick", choices=sorted(pipeline.PROFILES))
     p.add_argument("--jobs", type=int, default=2, help="runs trained at the same time")
-    p.add_argument("--labels", default="sfm", choices=list(pipeline.LABEL_SOURCES))
+    p.add_argument("--labels", default=None, choices=list(pipeline.LABEL_SOURCES), help="default: the profile's")
     p.add_argument("--studies", nargs="+", default=list(study.STUDIES), choices=list(study.STUDIES))
     p.add_argument("--cached", action="store_true", help="only report runs already trained (no training)")
     args = p.parse_args(argv)
     prof = pipeline.get_profile(args.profile)
+    args.labels = args.labels or prof.labels
     load_before = os.getloadavg()
     trained = None
     if not args.cached:
@@ -45,7 +46,7 @@ def main(argv=None) -> dict:
     tables, t0 = {}, time.perf_counter()
     for name in args.studies:
         s = study.run_study(prof, name, labels=args.labels, progress=False)
-        tables[name] = {ref: s.summary(ref, report=False) for ref in ("truth", "labels")}
+        tables[name] = {ref: s.summary(ref, report=False) for ref in ("truth", "labels") if ref == "truth" or s.labels == "sfm"}
         print(f"\n{name} on the {prof.name} test walks, against the truth:")
         print(tables[name]["truth"].round(3).to_string())
     eval_s = time.perf_counter() - t0

@@ -135,3 +135,24 @@ def test_train_all_fills_the_cache_for_the_chapters(tiny_profile):
         study.train_all(tiny_profile, studies=["alexnet"])
     with pytest.raises(ValueError, match="jobs must be"):
         study.train_all(tiny_profile, jobs=0)
+
+
+def test_the_profile_chooses_the_label_source(tiny_profile, monkeypatch):
+    truth_profile = pipeline.profile_with(tiny_profile, name="tiny-truth", labels="truth")
+    monkeypatch.setitem(pipeline.PROFILES, "tiny-truth", truth_profile)
+    out = pipeline.stage_dir(truth_profile, "render")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    (out).symlink_to(pipeline.stage_dir(tiny_profile, "render"), target_is_directory=True)
+
+    def no_sfm(*a, **k):
+        raise AssertionError("a profile that trains on the truth must not need SfM labels")
+
+    monkeypatch.setattr(pipeline, "label_dataset", no_sfm)
+    run = pipeline.train_model(truth_profile, "pn", **SMALL)
+    assert run.meta["labels"] == "truth"
+    test, refs = pipeline.test_walks(truth_profile)
+    assert list(refs) == ["truth"] and list(test) == ["cli-test"]
+    s = study.run_study(truth_profile, "posenet", only=["L1"], **SMALL)
+    assert s.labels == "truth" and list(s.table().index) == ["L1"]
+    with pytest.raises(AssertionError, match="must not need SfM"):
+        pipeline.train_model(tiny_profile, "pn", **SMALL)  # the tiny profile's own labels are SfM's

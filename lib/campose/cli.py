@@ -53,6 +53,7 @@ def _train(args) -> int:
     if args.patience is not None:
         changes["patience"] = args.patience or None
     cfg = pipeline.train_config(prof, **changes)  # the profile's training settings, then the options given
+    args.labels = args.labels or prof.labels
     labelled, _ = pipeline.labelled_sequences(prof, args.labels)
     sequences = [s for s in labelled.values() if s.split == "train"]
     if not sequences:
@@ -141,8 +142,8 @@ def _add_train_evaluate(sub) -> None:
     t.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA if present)")
     t.add_argument("--max-minutes", type=float, default=None, help="time budget")
     t.add_argument("--no-augment", action="store_true", help="no colour jitter")
-    t.add_argument("--labels", default="sfm", choices=["sfm", "truth"],
-                   help="train on the aligned SfM labels (default) or on the true poses (no SfM needed)")
+    t.add_argument("--labels", default=None, choices=["sfm", "truth"],
+                   help="train on the aligned SfM labels or on the true poses (no SfM needed); default: the profile's")
     t.add_argument("--out", default=None, help="checkpoint path (default: <data>/<profile>/checkpoints/...)")
     t.set_defaults(func=_train)
     e = sub.add_parser("evaluate", help="score a checkpoint on the profile's test walks (labels and truth)")

@@ -211,11 +211,11 @@ class Study:
         return t
 
 
-def run_study(profile, study: str, labels: str = "sfm", only=None, force: bool = False,
+def run_study(profile, study: str, labels: str | None = None, only=None, force: bool = False,
               progress: bool | None = None, **common) -> Study:
     """Train (cached) and score the runs of ``STUDIES[study]`` on ``profile``.
 
-    ``labels``: ``sfm`` (the aligned SfM labels) or ``truth``; ``only``: a subset of run labels;
+    ``labels``: ``sfm`` (the aligned SfM labels), ``truth``, or None (the profile's); ``only``: a subset of run labels;
     ``common``: TrainConfig changes applied to every run (e.g. ``epochs=5`` in a test)."""
     from campose import pipeline
 
@@ -228,6 +228,7 @@ def run_study(profile, study: str, labels: str = "sfm", only=None, force: bool =
             raise ValueError(f"study {study} has no run(s) {missing}; its runs are {list(runs)}")
         runs = {k: v for k, v in runs.items() if k in only}
     prof = pipeline.get_profile(profile)
+    labels = prof.labels if labels is None else labels
     out = Study(prof.name, study, labels)
     for label, changes in runs.items():
         changes = {**changes, **common}
@@ -254,7 +255,7 @@ def _train_one(profile, name: str, labels: str, changes: dict) -> dict:
             "train_seconds": r.seconds, "wall_seconds": time.perf_counter() - t0}
 
 
-def train_all(profile, studies=None, labels: str = "sfm", jobs: int = 2, progress: bool | None = None,
+def train_all(profile, studies=None, labels: str | None = None, jobs: int = 2, progress: bool | None = None,
               **common) -> dict:
     """Train every run of ``studies`` (names in :data:`STUDIES`, default all) on ``profile`` into
     the cache, ``jobs`` runs at a time in separate processes (each with the trainer's own thread
@@ -269,6 +270,7 @@ def train_all(profile, studies=None, labels: str = "sfm", jobs: int = 2, progres
     from campose import pipeline
 
     prof = pipeline.get_profile(profile)
+    labels = prof.labels if labels is None else labels
     names = list(STUDIES) if studies is None else list(studies)
     unknown = sorted(set(names) - set(STUDIES))
     if unknown:
