@@ -330,12 +330,11 @@ def architecture(model: _PoseRegressor, image_size: tuple[int, int] = (128, 96))
             n_backbone = len(rows)
             rows.insert(n_backbone, {"name": "avg pool, x2 + concat" if model.siamese else "avg pool",
                                      "type": "mean", "part": "pool", "shape": tuple(pooled.shape[1:]), "params": 0})
-            model(torch.zeros(1, model.in_channels, h, w, device=model.translation_mean.device))
+            f = model.mlp(pooled)  # the rest of forward, on the pooled features: hooks fire once
+            model.translation_head(f)
+            model.rotation_head(f)
     finally:
         for k in hooks:
             k.remove()
         model.train(was_training)
-    # the second forward pass repeated the backbone rows: keep the first pass's backbone and the head
-    backbone = [r for r in rows[:n_backbone] if r["part"] in ("input", "backbone")]
-    rest = [r for r in rows[n_backbone + 1:] if r["part"] in ("head", "output")]
-    return backbone + [rows[n_backbone]] + rest
+    return rows
