@@ -13,16 +13,25 @@ cell is precomputed once by a Euclidean distance transform with nearest indices
 (:func:`scipy.ndimage.distance_transform_edt`), so a query is one array lookup: constant time,
 whatever the size of the floor. The snapped point is the point of that nearest walkable cell closest
 to the query, so it lies on the walkable area's boundary to within one cell.
+
+Scoring snapped predictions (chapter 09): :func:`snap_errors` gives the per-frame errors before and
+after snapping, :func:`snap_evaluation` and :func:`snap_study` do it for a model's evaluation or
+every run of the chapters' studies, :func:`snap_summary` tables them per test sequence (share off
+the walkable area, errors before and after, share of frames made worse or better), and
+:func:`plot_snapping` draws the prediction maps before and after. Since a true position is
+walkable, snapping onto a plan's map at most doubles an error (up to the grid); it can also shrink it.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["WalkableMap", "SnapResult"]
+__all__ = ["WalkableMap", "SnapResult", "map_overlap", "time_snap", "snap_errors", "snap_evaluation", "snap_study",
+           "snap_stats", "snap_summary", "plot_snapping", "SNAP_TOL"]
 
 
 @dataclass(frozen=True)
@@ -176,6 +185,18 @@ class WalkableMap:
         """Area of the walkable cells, square metres."""
         return float(self.mask.sum()) * self.resolution ** 2
 
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the map: the mask and the precomputed lookup (nearest walkable row and
+        column of every cell, and its distance), bytes."""
+        return int(self.mask.nbytes + self._nearest_row.nbytes + self._nearest_col.nbytes + self.distance_m.nbytes)
+
+    def cell_centres(self, walkable: bool = True) -> np.ndarray:
+        """(K, 2) centres of the walkable cells (or, with ``walkable=False``, of the others), metres,
+        row by row from the south-west corner."""
+        rows, cols = np.nonzero(self.mask if walkable else ~self.mask)
+        return self.origin + (np.column_stack([cols, rows]) + 0.5) * self.resolution
+
     def _points(self, points) -> tuple[np.ndarray, bool]:
         p = np.asarray(points, float)
         single = p.ndim == 1
@@ -238,3 +259,235 @@ class WalkableMap:
         ax.set_aspect("equal")
         return ax
 
+
+
+# ---------------------------------------------------------------------------- comparing maps
+def map_overlap(reference: WalkableMap, other: WalkableMap) -> dict:
+    """How two walkable maps of the same floor agree (e.g. the plan's and one built from a
+    trajectory), each judged at its own cell centres: ``reference_m2`` and ``other_m2`` (walkable
+    areas, square metres), ``coverage`` (share of the reference's walkable cells that ``other``
+    calls walkable) and ``precision`` (share of ``other``'s walkable cells that the reference calls
+    walkable). Shares are fractions in [0, 1]."""
+    return {"reference_m2": reference.walkable_area_m2, "other_m2": other.walkable_area_m2,
+            "coverage": float(other.is_walkable(reference.cell_centres()).mean()),
+            "precision": float(reference.is_walkable(other.cell_centres()).mean())}
+
+
+def time_snap(walkable: WalkableMap, points, repeat: int = 3, brute_force: int = 0) -> dict:
+    """Time :meth:`WalkableMap.snap` on (N, 2 or 3) ``points``: ``single_us`` (microseconds per call
+    with one point, the best of ``repeat`` passes over up to 200 points), ``batch_us`` (microseconds
+    per point of one call with all N) and, with ``brute_force`` > 0, ``brute_us``: microseconds per
+    point of a search over every walkable cell centre for that many points (what the precomputed
+    lookup avoids; it grows with the floor's area). Also ``points`` and ``walkable_cells``."""
+    p = np.asarray(points, float)
+    if p.ndim != 2 or len(p) == 0:
+        raise ValueError(f"points must be (N, 2) or (N, 3) with N >= 1, got shape {p.shape}")
+    repeat = max(int(repeat), 1)
+    few = p[: min(len(p), 200)]
+    single, batch = np.inf, np.inf
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for q in few:
+            walkable.snap(q)
+        single = min(single, (time.perf_counter() - t0) / len(few))
+        t0 = time.perf_counter()
+        walkable.snap(p)
+        batch = min(batch, (time.perf_counter() - t0) / len(p))
+    out = {"points": int(len(p)), "walkable_cells": int(walkable.mask.sum()), "single_us": 1e6 * single,
+           "batch_us": 1e6 * batch}
+    if brute_force:
+        centres = walkable.cell_centres()
+        sub = p[: int(brute_force), :2]
+        t0 = time.perf_counter()
+        for q in sub:
+            int(np.argmin(((centres - q) ** 2).sum(1)))
+        out["brute_us"] = 1e6 * (time.perf_counter() - t0) / len(sub)
+    return out
+
+
+# ---------------------------------------------------------------------------- snapping predictions
+#: A frame's error counts as changed by snapping when it moves by more than this (metres).
+SNAP_TOL = 1e-6
+
+
+def snap_errors(walkable: WalkableMap, predicted, true, sequences=None, rotation_deg=None):
+    """Snap predicted positions onto ``walkable`` and score them before and after, per frame.
+
+    ``predicted``, ``true``: (N, 2 or 3) positions in metres (world frame; z is kept, so it counts
+    in the errors the same before and after); ``sequences``: N sequence names (default ``"all"``);
+    ``rotation_deg``: N rotation errors to carry along (snapping does not change them). A
+    non-finite prediction (a diverged model) is not snapped: its errors stay NaN.
+
+    Returns a DataFrame with one row per frame: ``sequence``, ``x, y, z`` (prediction),
+    ``x_ref, y_ref, z_ref`` (truth), ``x_snap, y_snap, z_snap``, ``off_walkable`` (the prediction
+    was off the walkable area and moved), ``snap_m`` (how far it moved), ``position_m`` and
+    ``snapped_m`` (position error before and after), ``change_m`` (after minus before: positive is
+    worse) and ``rotation_deg`` when given.
+
+    Since a true position is walkable, the snapped point is at most about as far from the
+    prediction as the truth is, so ``snapped_m <= 2 position_m + 1.5 cell diagonals``: snapping
+    can at most double an error (and can also shrink it to nothing)."""
+    import pandas as pd
+
+    p, t = np.asarray(predicted, float), np.asarray(true, float)
+    if p.ndim != 2 or p.shape[1] not in (2, 3) or t.shape != p.shape:
+        raise ValueError(f"predicted and true must be equal (N, 2) or (N, 3) arrays, got {p.shape} and {t.shape}")
+    n = len(p)
+    seq = np.full(n, "all", dtype=object) if sequences is None else np.asarray(list(sequences), dtype=object)
+    if seq.shape != (n,):
+        raise ValueError(f"sequences must give one name per frame ({n}), got {seq.shape[0]}")
+    ok = np.isfinite(p).all(1)
+    snapped = np.full_like(p, np.nan)
+    moved = np.zeros(n, bool)
+    dist = np.full(n, np.nan)
+    if ok.any():
+        res = walkable.snap(p[ok])
+        snapped[ok], moved[ok], dist[ok] = res.positions, res.moved, res.distance
+    before = np.linalg.norm(p - t, axis=1)
+    after = np.linalg.norm(snapped - t, axis=1)
+    cols = {"sequence": seq}
+    for k, name in enumerate("xyz"[: p.shape[1]]):
+        cols[name] = p[:, k]
+    for k, name in enumerate("xyz"[: p.shape[1]]):
+        cols[f"{name}_ref"] = t[:, k]
+    for k, name in enumerate("xyz"[: p.shape[1]]):
+        cols[f"{name}_snap"] = snapped[:, k]
+    cols.update({"off_walkable": moved, "snap_m": dist, "position_m": before, "snapped_m": after,
+                 "change_m": after - before})
+    if rotation_deg is not None:
+        r = np.asarray(rotation_deg, float)
+        if r.shape != (n,):
+            raise ValueError(f"rotation_deg must give one error per frame ({n}), got shape {r.shape}")
+        cols["rotation_deg"] = r
+    return pd.DataFrame(cols)
+
+
+def snap_evaluation(walkable: WalkableMap, frames, reference: str = "truth"):
+    """:func:`snap_errors` over the per-frame table of a model's evaluation
+    (:func:`campose.evaluate.frame_errors`, e.g. ``Evaluation.frames`` or ``Study.frames``) against
+    one ``reference`` (``truth``: the true camera positions, which are walkable; ``labels`` would
+    compare with the SfM labels, which need not be). The ``image`` and ``frame`` columns are kept."""
+    f = frames[frames["reference"] == reference] if "reference" in frames.columns else frames
+    if f.empty:
+        raise ValueError(f"no frame is scored against the reference {reference!r}")
+    out = snap_errors(walkable, f[["x", "y", "z"]].to_numpy(float), f[["x_ref", "y_ref", "z_ref"]].to_numpy(float),
+                      f["sequence"].to_numpy(), f["rotation_deg"].to_numpy(float) if "rotation_deg" in f else None)
+    for k, c in enumerate(c for c in ("image", "frame") if c in f.columns):
+        out.insert(1 + k, c, f[c].to_numpy())
+    return out
+
+
+def snap_study(walkable: WalkableMap, studies, reference: str = "truth"):
+    """:func:`snap_evaluation` for every absolute run (PoseNet, MapNet) of one or more
+    :class:`campose.study.Study` objects: one per-frame table with ``model`` (the study's name) and
+    ``run`` (the run's label) in front. Summarise it with ``snap_summary(frames, by=["model", "run"])``."""
+    import pandas as pd
+
+    from campose.study import Study
+
+    studies = [studies] if isinstance(studies, Study) else list(studies)
+    parts = []
+    for st in studies:
+        for label, run in st.runs.items():
+            if run.relative:
+                continue
+            f = snap_evaluation(walkable, st.frames(label, reference), reference)
+            f.insert(0, "run", label)
+            f.insert(0, "model", st.name)
+            parts.append(f)
+    if not parts:
+        raise ValueError("no absolute (PoseNet or MapNet) run to snap")
+    return pd.concat(parts, ignore_index=True)
+
+
+def snap_stats(frames, tol: float = SNAP_TOL) -> dict:
+    """Before/after numbers of one group of :func:`snap_errors` frames: ``frames``; ``off walkable
+    (%)`` (of the finite predictions); ``mean snap (m)`` (over the moved ones; 0 when none moved);
+    median and mean position error before and after (m) and their change (after minus before);
+    ``median rotation (deg)`` when the frames carry rotation errors (unchanged by snapping);
+    ``worse (%)`` and ``better (%)``: frames whose error grew or shrank by more than ``tol``
+    metres (of all frames); ``worse by > 1 m (%)`` and ``largest increase (m)``."""
+    before, after = frames["position_m"].to_numpy(float), frames["snapped_m"].to_numpy(float)
+    change, moved = after - before, frames["off_walkable"].to_numpy(bool)
+    finite = np.isfinite(frames["snap_m"].to_numpy(float))
+    n = len(frames)
+    nan = float("nan")
+    out = {"frames": n,
+           "off walkable (%)": 100.0 * float(moved[finite].mean()) if finite.any() else nan,
+           "mean snap (m)": float(frames["snap_m"].to_numpy(float)[moved].mean()) if moved.any() else 0.0}
+    if not n:
+        return {**out, **{k: nan for k in ("median position (m)", "median snapped (m)", "median change (m)",
+                                             "mean position (m)", "mean snapped (m)", "mean change (m)",
+                                             "worse (%)", "better (%)", "worse by > 1 m (%)",
+                                             "largest increase (m)")}}
+    out.update({"median position (m)": float(np.median(before)), "median snapped (m)": float(np.median(after)),
+                "median change (m)": float(np.median(after) - np.median(before)),
+                "mean position (m)": float(np.mean(before)), "mean snapped (m)": float(np.mean(after)),
+                "mean change (m)": float(np.mean(after) - np.mean(before))})
+    if "rotation_deg" in frames.columns:
+        out["median rotation (deg)"] = float(np.median(frames["rotation_deg"].to_numpy(float)))
+    with np.errstate(invalid="ignore"):
+        out.update({"worse (%)": 100.0 * float(np.mean(change > tol)),
+                    "better (%)": 100.0 * float(np.mean(change < -tol)),
+                    "worse by > 1 m (%)": 100.0 * float(np.mean(change > 1.0)),
+                    "largest increase (m)": float(max(np.nanmax(change), 0.0)) if np.isfinite(change).any() else nan})
+    return out
+
+
+def snap_summary(frames, by=None, overall: bool = True, tol: float = SNAP_TOL):
+    """One row of :func:`snap_stats` per test sequence of :func:`snap_errors` frames, within each
+    group of the ``by`` columns (e.g. ``["model", "run"]`` for :func:`snap_study`); with ``overall``
+    an ``all`` row per group pooling its frames when it has several sequences. Indexed by ``by``
+    and ``sequence``."""
+    import pandas as pd
+
+    by = [] if by is None else [by] if isinstance(by, str) else list(by)
+    rows = []
+    groups = frames.groupby(by, sort=False) if by else [((), frames)]
+    for key, g in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        seqs = list(g.groupby("sequence", sort=False))
+        if overall and len(seqs) > 1:
+            seqs.append(("all", g))
+        for seq, s in seqs:
+            rows.append({**dict(zip(by, key)), "sequence": seq, **snap_stats(s, tol)})
+    if not rows:
+        raise ValueError("no frames to summarise")
+    return pd.DataFrame(rows).set_index([*by, "sequence"])
+
+
+def plot_snapping(plan, walkable: WalkableMap, frames, title: str = "", vmax: float | None = None):
+    """The prediction maps before and after snapping (the report's figure): one row per test walk
+    of :func:`snap_errors` frames (one run), left the predictions as made, right the snapped ones,
+    on the plan with the walkable cells shaded; predictions are joined to their true positions and
+    coloured by their error (m, one scale for both), and on the right short red lines show how far
+    each moved prediction was snapped. Returns the figure."""
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import LineCollection
+
+    from campose.evaluate import plot_prediction_map
+
+    walks = list(dict.fromkeys(frames["sequence"]))
+    if vmax is None:
+        e = np.r_[frames["position_m"].to_numpy(float), frames["snapped_m"].to_numpy(float)]
+        vmax = float(np.nanpercentile(e, 95)) if np.isfinite(e).any() else 1.0
+    fig, axes = plt.subplots(len(walks), 2, figsize=(17, 4.4 * len(walks)), squeeze=False)
+    ref = ["x_ref", "y_ref"]
+    for row, walk in zip(axes, walks):
+        g = frames[frames["sequence"] == walk]
+        moved = g["off_walkable"].to_numpy(bool)
+        for ax, cols, err, what in ((row[0], ["x", "y"], "position_m", "before"),
+                                    (row[1], ["x_snap", "y_snap"], "snapped_m", "after")):
+            walkable.plot(ax=ax)
+            plot_prediction_map(plan, g[ref].to_numpy(float), g[cols].to_numpy(float), g[err].to_numpy(float),
+                                ax=ax, vmax=vmax)
+            ax.set_title(f"{walk}, {what} snapping: median {g[err].median():.2f} m"
+                         + (f", {100 * moved.mean():.0f} % moved" if what == "after" else ""), fontsize=10)
+        if moved.any():
+            seg = np.stack([g.loc[moved, ["x", "y"]].to_numpy(float),
+                            g.loc[moved, ["x_snap", "y_snap"]].to_numpy(float)], 1)
+            row[1].add_collection(LineCollection(seg, colors="#d62728", linewidths=1.2, zorder=5))
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
