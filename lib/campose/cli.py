@@ -105,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--no-html", action="store_true")
     b.set_defaults(func=_book)
     _add_train_evaluate(sub)
+    _add_serve(sub)
     args = p.parse_args(argv)
     if args.command in ("train", "evaluate"):
         try:
@@ -154,6 +155,39 @@ def _add_train_evaluate(sub) -> None:
     e.add_argument("--batch-size", type=int, default=32)
     e.add_argument("--csv", default=None, help="also write the table to this CSV file")
     e.set_defaults(func=_evaluate)
+
+
+def _serve(args) -> int:
+    import uvicorn
+
+    from campose.serve import create_app
+
+    try:  # everything is loaded and checked before uvicorn starts
+        app = create_app(args.checkpoint, plan=args.plan, clearance=args.clearance, num_threads=args.threads)
+    except (FileNotFoundError, ValueError) as e:
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"campose serve: error: {message}", file=sys.stderr)
+        return 2
+    s = app.state.served
+    print(f"campose serve: {s.kind} ({s.model.backbone.name}, {s.image_size[0]}x{s.image_size[1]}) from {s.path}; "
+          f"dashboard at http://{args.host}:{args.port}/", file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+def _add_serve(sub) -> None:
+    s = sub.add_parser("serve", help="serve a PoseNet or MapNet checkpoint over HTTP: POST /predict, dashboard at /")
+    s.add_argument("--checkpoint", required=True, help="a PoseNet or MapNet checkpoint (model.pt)")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    s.add_argument("--port", type=int, default=8000, help="default 8000")
+    s.add_argument("--plan", default=None,
+                   help="floor plan JSON for drawing and snapping (default: the committed plan)")
+    s.add_argument("--clearance", type=float, default=0.0,
+                   help="metres a snapped position keeps from walls (default 0)")
+    s.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 1 on 2 or fewer CPUs)")
+    s.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
+                   help="uvicorn's log level (warning: no access log)")
+    s.set_defaults(func=_serve)
 
 
 if __name__ == "__main__":
