@@ -21,8 +21,6 @@ import http.client
 import io
 import json
 import os
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -62,31 +60,6 @@ def multipart(data: bytes) -> tuple[bytes, str]:
     body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"photo.jpg\"\r\n"
             f"Content-Type: image/jpeg\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
     return body, f"multipart/form-data; boundary={boundary}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(checkpoint: Path, port: int, threads: int | None) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "campose.cli", "serve", "--checkpoint", str(checkpoint), "--port", str(port),
-           "--log-level", "warning"] + (["--threads", str(threads)] if threads else [])
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"campose serve exited with {proc.returncode}: {proc.stderr.read()}")
-        try:
-            c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            c.request("GET", "/health")
-            if c.getresponse().status == 200:
-                return proc
-        except OSError:
-            time.sleep(0.3)
-    proc.kill()
-    raise SystemExit("campose serve did not answer /health within 180 s")
 
 
 def run_level(port: int, body: bytes, ctype: str, clients: int, requests: int) -> dict:
@@ -158,6 +131,8 @@ def snap_cost(clearance: float = 0.0, n: int = 20000) -> dict:
 
 
 def main(argv=None) -> int:
+    from campose.serve import start_server
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", default=None, help="default: the quick profile's posenet-l1-alpha-10 run")
     p.add_argument("--requests", type=int, default=500, help="requests per concurrency level (default 500)")
@@ -170,9 +145,9 @@ def main(argv=None) -> int:
     w, h = (int(v) for v in args.size.split("x"))
     photo = sample_photo(w, h)
     body, ctype = multipart(photo)
-    port = free_port()
     load_before = os.getloadavg()
-    proc = start_server(checkpoint, port, args.threads)
+    server = start_server(checkpoint, threads=args.threads, timeout=180)  # campose serve on a free loopback port
+    port = server.port
     try:
         c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         c.request("GET", "/model")
@@ -180,11 +155,7 @@ def main(argv=None) -> int:
         run_level(port, body, ctype, 1, 20)  # warm-up
         levels = [run_level(port, body, ctype, k, args.requests) for k in args.clients]
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        server.stop()
     snap = snap_cost()
     load_after = os.getloadavg()
 

@@ -10,11 +10,9 @@ import io
 import math
 import re
 import signal
-import socket
 import struct
 import subprocess
 import sys
-import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 
@@ -30,7 +28,7 @@ from campose.dataset import image_to_tensor
 from campose.floorplan import load_floorplan
 from campose.losses import build_loss
 from campose.models import build_model
-from campose.serve import MAX_PIXELS, MAX_UPLOAD_BYTES, create_app
+from campose.serve import MAX_PIXELS, MAX_UPLOAD_BYTES, create_app, serving, start_server
 from campose.train import CheckpointError, TrainConfig, load_checkpoint, save_checkpoint
 from campose.walkable import WalkableMap
 
@@ -399,12 +397,6 @@ def test_cli_serve_refuses_bad_checkpoints(checkpoints, tmp_path, capsys):
         assert err.startswith("campose serve: error: ") and words in err and err.count("\n") == 1, err
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_cli_serve_process_exits_2_on_a_menet_checkpoint(checkpoints):
     p = subprocess.run([sys.executable, "-m", "campose.cli", "serve", "--checkpoint", str(checkpoints["menet"])],
                        capture_output=True, text=True, timeout=120)
@@ -413,22 +405,9 @@ def test_cli_serve_process_exits_2_on_a_menet_checkpoint(checkpoints):
 
 
 def test_cli_serve_runs_the_real_server(checkpoints):
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "campose.cli", "serve", "--checkpoint", str(checkpoints["on_floor"]),
-                             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, f"the server exited early:\n{proc.stdout.read()}"
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the server did not answer /health within 120 s"
-            time.sleep(0.3)
+    with start_server(checkpoints["on_floor"]) as server:  # campose serve on a free loopback port
+        url = server.url
+        assert server.running and server.startup_s > 0 and url.startswith("http://127.0.0.1:")
         data = encode(photo(0), "JPEG")
         r = httpx.post(f"{url}/predict", files={"image": ("p.jpg", data, "image/jpeg")}, timeout=30)
         assert r.status_code == 200, r.text
@@ -436,11 +415,20 @@ def test_cli_serve_runs_the_real_server(checkpoints):
         np.testing.assert_allclose(xyz(r.json()["position"]), t_ref, atol=1e-5)
         assert httpx.post(f"{url}/predict", files={"image": ("e.jpg", b"", "image/jpeg")}).status_code == 400
         assert httpx.get(f"{url}/").status_code == 200
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode in (0, -signal.SIGTERM)  # uvicorn shuts down, then re-raises the signal
+        assert "campose serve: posenet" in server.log()
+    assert server.returncode in (0, -signal.SIGTERM)  # uvicorn shuts down, then re-raises the signal
+    assert server.stop() == server.returncode
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{url}/health", timeout=2)
+
+
+def test_start_server_reports_a_server_that_exits(checkpoints):
+    with pytest.raises(RuntimeError, match="exited with code 2.*menet"):
+        start_server(checkpoints["menet"])
+
+
+def test_serving_yields_the_url_and_stops(checkpoints):
+    with serving(checkpoints["on_floor"], threads=1) as url:
+        assert httpx.get(f"{url}/health", timeout=5).json()["status"] == "ok"
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{url}/health", timeout=2)

@@ -508,3 +508,151 @@ def run(checkpoint, host: str = "127.0.0.1", port: int = 8000, log_level: str = 
     import uvicorn
 
     uvicorn.run(create_app(checkpoint, **options), host=host, port=port, log_level=log_level)
+
+
+# ---------------------------------------------------------------------------- the server as a process
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` now (the OS's choice; another process may take it before it is used)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """``campose serve`` running in a subprocess (:func:`start_server`): ``url`` (``http://host:port``),
+    ``port``, ``process`` (:class:`subprocess.Popen`), ``startup_s`` (seconds from launch to the first
+    answer of ``GET /health``), ``returncode`` (None while it runs) and :meth:`log` (its stderr). A
+    context manager: :meth:`stop` on exit. If the Python process that started it exits first, the
+    server is killed with it."""
+
+    def __init__(self, process, url: str, port: int, log_path: Path, startup_s: float):
+        import weakref
+
+        self.process, self.url, self.port, self.log_path, self.startup_s = process, url, port, log_path, startup_s
+        self._finalizer = weakref.finalize(self, _kill_and_clean, process, log_path)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.poll()
+
+    @property
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def log(self) -> str:
+        """What the server wrote to stderr so far (its start line; warnings and errors)."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stop(self, timeout: float = 20) -> int:
+        """SIGTERM (uvicorn finishes the requests in flight and shuts down), SIGKILL after ``timeout``
+        seconds; returns the exit code (0 or -SIGTERM after a clean shutdown: uvicorn re-raises the
+        signal once it has shut down)."""
+        import subprocess
+
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def __enter__(self) -> "ServerProcess":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else f"exited {self.returncode}"
+        return f"ServerProcess({self.url}, pid {self.pid}, {state})"
+
+
+def _kill_and_clean(process, log_path: Path) -> None:
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+    try:
+        log_path.unlink()
+    except OSError:
+        pass
+
+
+def _healthy(host: str, port: int) -> bool:
+    import http.client
+
+    conn = http.client.HTTPConnection(host, port, timeout=2)
+    try:
+        conn.request("GET", "/health")
+        return conn.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        conn.close()
+
+
+def start_server(checkpoint, port: int | None = None, host: str = "127.0.0.1", plan=None,
+                 clearance: float | None = None, threads: int | None = None, log_level: str = "warning",
+                 timeout: float = 120) -> ServerProcess:
+    """Start ``campose serve --checkpoint checkpoint`` in a subprocess (this Python, ``-m campose.cli``)
+    on ``host``:``port`` (default: a free port, tried up to three times if another process takes it
+    first) and wait until ``GET /health`` answers 200. ``plan``, ``clearance``, ``threads`` and
+    ``log_level`` are the command's options (None: its defaults; ``warning`` keeps the access log off).
+    Raises RuntimeError with the server's own message when it exits before answering (a bad checkpoint
+    exits with code 2 and one line), TimeoutError after ``timeout`` seconds (the process is killed)."""
+    import subprocess
+    import sys
+    import tempfile
+
+    cmd = [sys.executable, "-m", "campose.cli", "serve", "--checkpoint", str(checkpoint), "--host", host,
+           "--log-level", log_level]
+    for flag, value in (("--plan", plan), ("--clearance", clearance), ("--threads", threads)):
+        if value is not None:
+            cmd += [flag, str(value)]
+    for attempt in range(3 if port is None else 1):
+        p = free_port(host) if port is None else int(port)
+        fd, log_name = tempfile.mkstemp(prefix="campose-serve-", suffix=".log")
+        log_path = Path(log_name)
+        with os.fdopen(fd, "wb") as log:
+            proc = subprocess.Popen(cmd + ["--port", str(p)], stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        t0 = time.perf_counter()
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None and not _healthy(host, p):
+            if time.monotonic() > deadline:
+                _kill_and_clean(proc, log_path)
+                raise TimeoutError(f"campose serve did not answer GET /health on {host}:{p} within {timeout} s")
+            time.sleep(0.2)
+        if proc.poll() is None:
+            return ServerProcess(proc, f"http://{host}:{p}", p, log_path, time.perf_counter() - t0)
+        out = log_path.read_text(errors="replace").strip()
+        _kill_and_clean(proc, log_path)
+        if port is None and "address already in use" in out.lower() and attempt < 2:
+            continue  # the free port was taken between choosing it and binding it
+        lines = out.splitlines()
+        raise RuntimeError(f"campose serve exited with code {proc.returncode} before answering: "
+                           + ("\n".join(lines[-20:]) if lines else "(no output)"))
+    raise AssertionError("unreachable")
+
+
+def serving(checkpoint, port: int | None = None, **options):
+    """A context manager: ``with serving(checkpoint) as url: ...`` runs ``campose serve`` on a free
+    loopback port (:func:`start_server`, same ``options``) for the block, yielding its base URL
+    (``http://127.0.0.1:PORT``), and stops it afterwards."""
+    from contextlib import contextmanager
+
+    @contextmanager
+    def _serving():
+        with start_server(checkpoint, port=port, **options) as server:
+            yield server.url
+
+    return _serving()
