@@ -24,7 +24,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from campose.camera import Intrinsics
-from campose.geometry import camera_to_world_from_cw
+from campose.geometry import camera_to_world_from_cw, world_to_camera
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -36,6 +36,7 @@ __all__ = [
     "sift_keypoints",
     "list_images",
     "pose_from_cam_from_world",
+    "cam_from_world_from_pose",
     "poses_from_reconstruction",
     "reconstruct",
     "retrieval_pairs",
@@ -87,6 +88,15 @@ def pose_from_cam_from_world(cam_from_world) -> tuple[np.ndarray, np.ndarray]:
     """Our camera-to-world pose (centre x (3,), q (4,) w-first, w >= 0) of a ``pycolmap.Rigid3d``
     world-to-camera transform (``image.cam_from_world()``). The one place COLMAP poses are converted."""
     return camera_to_world_from_cw(cam_from_world.rotation.matrix(), np.asarray(cam_from_world.translation, float))
+
+
+def cam_from_world_from_pose(x, q):
+    """The ``pycolmap.Rigid3d`` world-to-camera transform of our camera-to-world pose (centre x (3,)
+    metres, q (4,) w-first): the inverse of :func:`pose_from_cam_from_world`, for giving COLMAP known poses."""
+    import pycolmap
+
+    R_cw, t_cw = world_to_camera(x, q)
+    return pycolmap.Rigid3d(pycolmap.Rotation3d(R_cw), t_cw)
 
 
 def poses_from_reconstruction(rec, names: Sequence[str] | None = None) -> tuple[list[str], np.ndarray, np.ndarray]:
