@@ -250,3 +250,52 @@ def test_a_small_model_overfits_eight_images():
         t, r = model(img)  # train mode: the batch statistics the model was fitted with
     assert (t - x).norm(dim=-1).max() < 0.1  # metres
     assert g.torch_rotation_error_deg(r, q).max() < 5.0  # degrees
+
+
+def test_batchnorm_momentum_is_set_on_every_layer():
+    """torchvision's MobileNetV3 uses momentum 0.01: after a short run its running statistics are
+    still near their initial values and eval mode answers one pose for every image. The backbone
+    sets 0.1 by default; None keeps torchvision's."""
+    def momenta(net):
+        return {m.momentum for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)}
+
+    assert momenta(M.build_model("posenet", backbone="mobilenet_v3_small")) == {0.1}
+    assert momenta(M.build_model("posenet", backbone="mobilenet_v3_small", bn_momentum=None)) == {0.01}
+    assert momenta(M.build_model("menet", backbone="resnet18", bn_momentum=0.3)) == {0.3}
+    model = M.build_model("mapnet", backbone="mobilenet_v3_small", bn_momentum=0.2)
+    assert momenta(M.build_model(**model.config)) == {0.2}  # the config round-trips it
+    with pytest.raises(ValueError, match="bn_momentum"):
+        M.build_model("posenet", backbone="mobilenet_v3_small", bn_momentum=0.0)
+
+
+def test_eval_mode_predictions_depend_on_the_image_after_recalibration():
+    """A few dozen training steps in train mode, then eval mode: with the trailing running statistics
+    the poses barely depend on the image; after :func:`campose.train.recalibrate_batchnorm` eval
+    mode answers like train mode on the same batch."""
+    from campose.train import recalibrate_batchnorm
+
+    class Items(list):
+        transform = None
+
+    torch.manual_seed(0)
+    model = M.build_model("posenet", backbone="mobilenet_v3_small")
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    images, x = torch.randn(16, 3, 48, 64), torch.randn(16, 3)
+    model.train()
+    for _ in range(40):
+        t, _ = model(images)
+        loss = (t - x).abs().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        t_train, _ = model(images)  # train mode: the batch's own statistics
+    t_before, _ = model.predict_pose(images)
+    assert t_before.std(0).max() < 0.1 * t_train.std(0).max()  # the problem this fixes
+    model.eval()
+    assert recalibrate_batchnorm(model, Items((img,) for img in images), batch_size=16) == 16
+    assert not model.training  # the mode is restored
+    t_after, _ = model.predict_pose(images)
+    # not equal to train mode's answers (dropout is off in eval mode), but as spread and as close
+    assert (t_after.std(0) > 0.5 * t_train.std(0)).all()
+    assert (t_after - x).abs().mean() < 2 * (t_train - x).abs().mean()

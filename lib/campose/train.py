@@ -85,7 +85,10 @@ class TrainConfig:
     """Everything that defines a training run (stored in the checkpoint).
 
     Model: ``kind`` (posenet, mapnet, menet, menet_siamese), ``backbone``, ``hidden`` (head layer
-    sizes; None: the model's default), ``dropout``, ``backbone_weights`` (a local state dict file).
+    sizes; None: the model's default), ``dropout``, ``backbone_weights`` (a local state dict file),
+    ``bn_momentum`` (BatchNorm running statistics, :class:`campose.models.Backbone`),
+    ``bn_recalibration_images`` (:func:`recalibrate_batchnorm` before every validation and at the
+    end, on up to that many training items; 0: off).
     Loss (:func:`campose.losses.build_loss`): ``loss`` (l1, smoothl1, mse, rmse), ``alpha``,
     ``learn_weights``, ``alpha_rel`` (MapNet). Optimiser: AdamW with ``lr``, ``weight_decay``
     (not on learned loss weights), ``batch_size`` frames (MapNet: ``batch_size // window`` windows;
@@ -105,6 +108,8 @@ class TrainConfig:
     hidden: tuple[int, ...] | None = None
     dropout: float = 0.5
     backbone_weights: str | None = None
+    bn_momentum: float | None = 0.1
+    bn_recalibration_images: int = 512
     loss: str = "l1"
     alpha: float = 1.0
     learn_weights: bool = False
@@ -493,7 +498,8 @@ def train(config: TrainConfig, sequences, out_path=None, progress: bool | None =
                   if cfg.augment else None)
         task = (_RelativeTask if cfg.kind.startswith("menet") else _AbsoluteTask)(cfg, train_parts, val_parts, jitter)
         model = build_model(cfg.kind, backbone=cfg.backbone, hidden=cfg.hidden, dropout=cfg.dropout,
-                            backbone_weights=cfg.backbone_weights, **task.stats).to(device)
+                            backbone_weights=cfg.backbone_weights, bn_momentum=cfg.bn_momentum,
+                            **task.stats).to(device)
         loss = build_loss(cfg.kind, **cfg.loss_options()).to(device)
         opt = torch.optim.AdamW([{"params": list(model.parameters()), "weight_decay": cfg.weight_decay},
                                  {"params": list(loss.parameters()), "weight_decay": 0.0}], lr=cfg.lr)
@@ -520,6 +526,7 @@ def train(config: TrainConfig, sequences, out_path=None, progress: bool | None =
             if status in FAILED or not val_parts:
                 row.update({"val_loss": math.nan, "val_position_m": math.nan, "val_rotation_deg": math.nan})
             else:
+                recalibrate_batchnorm(model, task.data, cfg.batch_size, cfg.bn_recalibration_images, cfg.seed, device)
                 row.update(task.validate(model, loss, device))
             row.update({"lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0})
             if sched is not None:
@@ -551,6 +558,8 @@ def train(config: TrainConfig, sequences, out_path=None, progress: bool | None =
         if best["state"] is not None:
             model.load_state_dict(best["state"][0])
             loss.load_state_dict(best["state"][1])
+        if status not in FAILED:
+            recalibrate_batchnorm(model, task.data, cfg.batch_size, cfg.bn_recalibration_images, cfg.seed, device)
         if status in FAILED:
             kept = (f"the model holds epoch {best['epoch']}'s weights" if best["epoch"]
                     else "no epoch was selected: the model holds the last finite weights")
@@ -565,6 +574,48 @@ def train(config: TrainConfig, sequences, out_path=None, progress: bool | None =
         save_checkpoint(out_path, model, **result.info(), loss_state=loss.state_dict())
         result.checkpoint = Path(out_path)
     return result
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, dataset, batch_size: int = 32, max_images: int = 512, seed: int = 0,
+                          device=None) -> int:
+    """Recompute every BatchNorm layer's running mean and variance with the model's current weights:
+    the plain average over up to ``max_images`` items of ``dataset`` (a seeded random subset, in
+    train mode, without gradients and without the dataset's augmentation). Returns the number of
+    items used (0: nothing to do).
+
+    Why: during training BatchNorm normalises with each batch's own statistics, while eval mode uses
+    running averages that trail the weights. From scratch and in short runs the two differ enough
+    that eval mode loses the image: every quick-profile model answered the same pose for every
+    image. Recalibrated statistics make eval mode match what the network learned."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    n = min(int(max_images), len(dataset))
+    if not bns or n < 2:
+        return 0
+    device = next(model.parameters()).device if device is None else torch.device(device)
+    idx = np.sort(np.random.default_rng(seed).permutation(len(dataset))[:n])
+    transform, momenta, was_training = getattr(dataset, "transform", None), [m.momentum for m in bns], model.training
+    try:
+        if transform is not None:
+            dataset.transform = None
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the batches below
+        model.train()
+        used = 0
+        for a in range(0, n, batch_size):
+            batch = idx[a:a + batch_size]
+            if len(batch) < 2:  # train-mode BatchNorm needs two values per channel
+                break
+            model(_collate(dataset, batch)[0].to(device))
+            used += len(batch)
+    finally:
+        if transform is not None:
+            dataset.transform = transform
+        for m, mom in zip(bns, momenta):
+            m.momentum = mom
+        model.train(was_training)
+    return used
 
 
 _SCORE = {"position": "val_position_m", "rotation": "val_rotation_deg", "val_loss": "val_loss"}
