@@ -77,7 +77,7 @@ def _evaluate(args) -> int:
 
     model, info = load_checkpoint(args.checkpoint)
     cfg = info["train_config"]
-    labels = args.labels or info.get("meta", {}).get("labels", "sfm")
+    labels = args.labels or info.get("meta", {}).get("labels")  # None: the profile's labels
     test, refs = pipeline.test_walks(args.profile, labels)
     if info.get("status") in FAILED:
         print(f"note: this run stopped early: {info.get('message')}", file=sys.stderr)
