@@ -140,6 +140,20 @@ def test_held_out_frames_are_localised_to_centimetres(scene, structure):
         assert geometry.rotation_error_deg(r.q, test.q[i]) < 0.3, i
 
 
+def test_a_pose_far_from_every_map_camera_is_rejected(scene):
+    """The plausibility check: with a radius smaller than the distance from the held-out frames to
+    the nearest map camera, a correct PnP pose is refused and the query falls back."""
+    test, m = scene["test"], scene["map"]
+    nearest = min(np.min(np.linalg.norm(m.x - x, axis=1)) for x in test.x)
+    assert nearest > 0.1
+    strict = localize.StructureLocalizer(m, max_distance_m=0.05)
+    r = strict.localize(test.load_image(0))
+    assert r.num_inliers >= 30 and not r.localized
+    np.testing.assert_array_equal(r.x, m.x[m.names.index(r.retrieved[0])])
+    with pytest.raises(localize.LocalizeError, match="max_distance_m"):
+        localize.StructureLocalizer(m, max_distance_m=0.0)
+
+
 def test_featureless_and_unknown_queries_are_not_localised(scene, structure):
     K = scene["K"]
     blank = np.full((K.height, K.width, 3), 128, np.uint8)

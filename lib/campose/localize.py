@@ -508,13 +508,17 @@ class StructureLocalizer:
     """SIFT matches of the query against the map's 3D points, absolute pose by PnP + LO-RANSAC and
     refinement (see the module docstring). ``num_retrieved``: map images (bag of words) whose points
     are matched; ``ratio``: Lowe's ratio test; ``max_error_px``: RANSAC inlier threshold (pixels);
-    ``min_inliers``: fewest inliers that count as localised; ``fallback``: an unlocalised query gets
-    the best retrieved map image's pose (else NaN); ``seed``: RANSAC's."""
+    ``min_inliers``: fewest inliers that count as localised; ``max_distance_m``: a pose whose camera
+    centre is farther than this from every map camera is rejected as implausible (None: no check;
+    on the quick profile a few queries were accepted hundreds of metres away, each with 30+ false
+    inliers); ``fallback``: an unlocalised query gets the best retrieved map image's pose (else
+    NaN); ``seed``: RANSAC's."""
 
     name = "structure-based (SIFT, PnP + RANSAC)"
 
     def __init__(self, localization_map: LocalizationMap, num_retrieved: int = 30, ratio: float = 0.8,
-                 max_error_px: float = 8.0, min_inliers: int = 30, fallback: bool = True, seed: int = 0):
+                 max_error_px: float = 8.0, min_inliers: int = 30, max_distance_m: float | None = 5.0,
+                 fallback: bool = True, seed: int = 0):
         import pycolmap
 
         self.map = _check_map(localization_map)
@@ -528,6 +532,9 @@ class StructureLocalizer:
             raise LocalizeError(f"max_error_px must be > 0, got {max_error_px}")
         if int(min_inliers) < 4:
             raise LocalizeError(f"min_inliers must be >= 4 (a pose from P3P needs a fourth point), got {min_inliers}")
+        if max_distance_m is not None and not max_distance_m > 0:
+            raise LocalizeError(f"max_distance_m must be > 0 metres or None, got {max_distance_m}")
+        self.max_distance_m = None if max_distance_m is None else float(max_distance_m)
         self.num_retrieved = min(int(num_retrieved), len(self.map))
         self.ratio, self.min_inliers, self.fallback = float(ratio), int(min_inliers), bool(fallback)
         K = self.map.intrinsics
@@ -573,12 +580,12 @@ class StructureLocalizer:
             ret = pycolmap.estimate_and_refine_absolute_pose(xy[pairs[:, 0]], m.points[pairs[:, 1]], self._camera,
                                                               self._estimation)
         inliers = int(ret["num_inliers"]) if ret is not None else 0
-        if inliers >= self.min_inliers:
+        ok = inliers >= self.min_inliers
+        if ok:
             x, q = pose_from_cam_from_world(ret["cam_from_world"])
-            ok = True
-        else:
+            ok = self.max_distance_m is None or bool(np.min(np.linalg.norm(m.x - x, axis=1)) <= self.max_distance_m)
+        if not ok:
             x, q = (m.x[top[0]].copy(), m.q[top[0]].copy()) if self.fallback else _no_pose()
-            ok = False
         return Localization(x, q, ok, time.perf_counter() - t0, len(pairs), inliers, retrieved)
 
 
