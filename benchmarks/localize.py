@@ -24,7 +24,7 @@ from campose.evaluate import THRESHOLDS
 
 
 def methods(m: localize.LocalizationMap) -> list:
-    return [localize.StructureLocalizer(m),
+    return [localize.StructureLocalizer(m, max_distance_m=5.0),  # indoors: queries lie near the mapped walks
             localize.RetrievalLocalizer(m, "bow", k=1),
             localize.RetrievalLocalizer(m, "bow", k=3),
             localize.RetrievalLocalizer(m, "thumbnail", k=1),

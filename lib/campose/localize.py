@@ -510,14 +510,14 @@ class StructureLocalizer:
     are matched; ``ratio``: Lowe's ratio test; ``max_error_px``: RANSAC inlier threshold (pixels);
     ``min_inliers``: fewest inliers that count as localised; ``max_distance_m``: a pose whose camera
     centre is farther than this from every map camera is rejected as implausible (None: no check;
-    on the quick profile a few queries were accepted hundreds of metres away, each with 30+ false
-    inliers); ``fallback``: an unlocalised query gets the best retrieved map image's pose (else
+    it depends on the scene: indoors, where every query is taken near a mapped walk, 5 m removed
+    the quick profile's few poses accepted hundreds of metres away with 30+ false inliers); ``fallback``: an unlocalised query gets the best retrieved map image's pose (else
     NaN); ``seed``: RANSAC's."""
 
     name = "structure-based (SIFT, PnP + RANSAC)"
 
     def __init__(self, localization_map: LocalizationMap, num_retrieved: int = 30, ratio: float = 0.8,
-                 max_error_px: float = 8.0, min_inliers: int = 30, max_distance_m: float | None = 5.0,
+                 max_error_px: float = 8.0, min_inliers: int = 30, max_distance_m: float | None = None,
                  fallback: bool = True, seed: int = 0):
         import pycolmap
 
