@@ -36,9 +36,7 @@ time, in eval mode without gradients. :func:`create_app` sets torch's intra-op t
 
 from __future__ import annotations
 
-import ast
 import io
-import json
 import math
 import os
 import threading
@@ -94,15 +92,8 @@ class ServedModel:
 
 
 def _train_config(info: dict) -> dict:
-    """The checkpoint's training config as a dict (stored as a dict, or as its str/JSON form)."""
+    """The checkpoint's training config (a dict, as :func:`campose.train.save_checkpoint` writes it)."""
     cfg = info.get("train_config")
-    if isinstance(cfg, str):
-        for parse in (json.loads, ast.literal_eval):
-            try:
-                cfg = parse(cfg)
-                break
-            except (ValueError, SyntaxError):
-                continue
     return cfg if isinstance(cfg, dict) else {}
 
 
