@@ -1,11 +1,14 @@
 """campose.localize: a map from renders with known poses, both baselines on held-out frames, bad
 inputs, the profile stage and its evaluation, and real photographs (castle-P30)."""
 
+import hashlib
+import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 pytest.importorskip("pycolmap")
 
@@ -287,6 +290,115 @@ def test_a_query_without_a_pose_counts_as_a_failure(scene, tmp_path):
     row = ev.overall()
     assert row["localized (%)"] == 50.0 and row["within 5 m, 10 deg (%)"] == 50.0 and np.isinf(row["mean position (m)"])
     assert ev.localizations["mixed"][1].num_inliers == 0
+
+
+# ---------------------------------------------------------------------------- reusing a database
+def _db_content(path) -> str:
+    """A digest of a SQLite database's rows (opening it with COLMAP rewrites header bytes)."""
+    import sqlite3
+
+    with sqlite3.connect(path) as con:
+        return hashlib.sha256("\n".join(con.iterdump()).encode()).hexdigest()
+
+
+def test_map_from_an_existing_database_of_more_images(scene, tmp_path):
+    """The SfM stage's database holds test frames too: a map of the training frames read from it
+    holds only those, and matches a map built from scratch."""
+    root, K = scene["render"], scene["K"]
+    train = [f"loc-train/images/{i:06d}.png" for i in range(len(MAP_X))]
+    test = [f"loc-test/images/{i:06d}.png" for i in range(len(TEST_X))]
+    x, q = _poses(MAP_X, MAP_YAW)
+    xt, qt = _poses(TEST_X, TEST_YAW)
+    # a database of all 16 images (as the SfM stage's), made through build_map's own extraction
+    everything = localize.build_map(root, train + test, np.r_[x, xt], np.r_[q, qt], K, tmp_path / "all",
+                                    overlap=4, retrieval=2, progress=False)
+    db = tmp_path / "all" / "database.db"
+    stamp = _db_content(db)
+    m = localize.build_map(root, train, x, q, K, tmp_path / "reuse", overlap=4, retrieval=2, progress=False,
+                           database=db)
+    assert m.names == train and set(m.info["timings"]) == {"read", "triangulate", "describe"}
+    assert m.info["options"]["database"] == str(db) and _db_content(db) == stamp  # read, not changed
+    # every point is seen by training frames only, and about as many as in a fresh map of them
+    assert m.offsets[-1] == len(m.obs_point) and len(m.points) > 0.7 * len(scene["map"].points)
+    assert len(everything.points) > len(m.points)
+    loc = localize.StructureLocalizer(m)
+    r = loc.localize(scene["test"].load_image(1))
+    assert r.localized and geometry.position_error(r.x, scene["test"].x[1]) < 0.05
+    with pytest.raises(LocalizeError, match="is not the map's intrinsics"):
+        localize.build_map(root, train, x, q, Intrinsics(K.width, K.height, K.fx * 1.1, K.fy * 1.1, K.cx, K.cy),
+                           tmp_path / "bad", database=db, progress=False)
+    extra = root / "loc-extra" / "frame.png"  # on disk, not in the database
+    extra.parent.mkdir()
+    try:
+        extra.write_bytes((root / train[0]).read_bytes())
+        with pytest.raises(LocalizeError, match="holds 12 of the 13 map images"):
+            localize.build_map(root, train[:12] + ["loc-extra/frame.png"], x, q, K, tmp_path / "bad2",
+                               database=db, progress=False)
+    finally:
+        shutil.rmtree(extra.parent)
+    with pytest.raises(LocalizeError, match="no COLMAP database"):
+        localize.build_map(root, train, x, q, K, tmp_path / "bad3", database=tmp_path / "none.db", progress=False)
+
+
+# ---------------------------------------------------------------------------- retrieval + MeNet
+class _FixedRelative(torch.nn.Module):
+    """A stand-in relative-pose model (6-channel input) that answers one fixed (t_rel, q_rel)."""
+
+    in_channels = 6
+
+    def __init__(self, t, q):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(2))  # something to count in size_mb
+        self.t, self.q = torch.tensor(t, dtype=torch.float64), torch.tensor(q, dtype=torch.float64)
+        self.seen = []
+
+    def predict_pose(self, images):
+        self.seen.append(tuple(images.shape))
+        n = images.shape[0]
+        return self.t.expand(n, 3), self.q.expand(n, 4)
+
+
+def test_relative_pose_localizer_composes_with_the_retrieved_pose(scene):
+    m = scene["map"]
+    seq = pipeline.render_dataset(scene["profile"])["loc-train"]
+    img = seq.load_image(4)
+    ident = _FixedRelative([0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0])
+    loc = localize.RelativePoseLocalizer(m, ident, (32, 24), scene["render"], label="stub")
+    r = loc.localize(img)  # a map image retrieves itself; identity relative pose: its own pose
+    assert r.localized and r.retrieved[0] == m.names[4] and ident.seen[-1] == (1, 6, 24, 32)
+    np.testing.assert_allclose(r.x, m.x[4], atol=1e-9)
+    assert geometry.rotation_error_deg(r.q, m.q[4]) < 1e-6
+    # one metre along the retrieved camera's optical axis (+z), turned 90 deg about its y axis
+    q_rel = geometry.rotvec_to_quat(np.array([0.0, np.pi / 2, 0.0]))
+    fwd = localize.RelativePoseLocalizer(m, _FixedRelative([0.0, 0.0, 1.0], q_rel), (32, 24), scene["render"])
+    r = fwd.localize(img)
+    axis = geometry.quat_to_matrix(m.q[4])[:, 2]
+    np.testing.assert_allclose(r.x, m.x[4] + axis, atol=1e-9)
+    assert abs(geometry.rotation_error_deg(r.q, m.q[4]) - 90.0) < 1e-6
+    assert "stub" in loc.name and loc.size_mb > localize.RetrievalLocalizer(m).size_mb
+    with pytest.raises(LocalizeError, match="not a relative-pose model"):
+        localize.RelativePoseLocalizer(m, torch.nn.Linear(2, 2), (32, 24), scene["render"])
+    with pytest.raises(LocalizeError, match="map image"):
+        localize.RelativePoseLocalizer(m, ident, (32, 24), scene["render"] / "elsewhere")
+
+
+def test_several_localizers_in_one_pass_share_the_features(scene, structure):
+    """Scored together, each method gives the same poses as alone, and its time still includes the
+    SIFT extraction it did not repeat."""
+    test = {"loc-test": scene["test"]}
+    refs = {"truth": test}
+    retrieval = localize.RetrievalLocalizer(scene["map"], "bow")
+    alone = [localize.evaluate_sequences(loc, test, refs, progress=False) for loc in (structure, retrieval)]
+    together = localize.evaluate_sequences([structure, retrieval], test, refs, progress=False)
+    assert [e.method for e in together] == [structure.name, retrieval.name]
+    for a, b in zip(alone, together):
+        np.testing.assert_allclose(a.predictions["loc-test"][0], b.predictions["loc-test"][0], atol=1e-6)
+    # retrieval alone is mostly extraction; scored second it got the features from the memo
+    assert retrieval._sift.credit > 0
+    ms_alone, ms_together = alone[1].frames["ms"].median(), together[1].frames["ms"].median()
+    assert ms_together > 0.5 * ms_alone
+    with pytest.raises(LocalizeError, match="no localiser"):
+        localize.evaluate_sequences([], test, refs)
 
 
 # ---------------------------------------------------------------------------- real photographs

@@ -50,6 +50,7 @@ __all__ = [
     "Localization",
     "StructureLocalizer",
     "RetrievalLocalizer",
+    "RelativePoseLocalizer",
     "LocalizerEvaluation",
     "build_map",
     "profile_map",
@@ -84,13 +85,37 @@ class _Sift:
         opts.sift.max_num_features = int(max_num_features)
         self._extractor = pycolmap.FeatureExtractor.create(opts, device=pycolmap.Device.cpu)
 
+        self.max_num_features = int(max_num_features)
+        #: seconds the last call did not spend because the features came from the memo (their
+        #: original extraction time): add it to a query's wall time so it stays the full cost
+        self.credit = 0.0
+
     def __call__(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(keypoints (N, 2) x, y in pixels, descriptors (N, 128) uint8) of a uint8 image."""
+        """(keypoints (N, 2) x, y in pixels, descriptors (N, 128) uint8) of a uint8 image. The last
+        image's features are memoised across extractors (several localisers scored on the same
+        query extract once; :func:`evaluate_sequences`); :attr:`credit` keeps the timing honest."""
+        import hashlib
+
         from campose.sfm import to_grey
 
-        kps, desc = self._extractor.extract_from_float32_array(to_grey(image))
+        img = np.ascontiguousarray(image)
+        key = (self.max_num_features, img.shape, hashlib.blake2b(img.data, digest_size=16).digest())
+        hit = _FEATURE_MEMO.get(key)
+        if hit is not None:
+            self.credit = hit[2]
+            return hit[0], hit[1]
+        t0 = time.perf_counter()
+        kps, desc = self._extractor.extract_from_float32_array(to_grey(img))
         xy = np.array([[k.x, k.y] for k in kps], float).reshape(-1, 2)
-        return xy, np.asarray(desc.data, np.uint8).reshape(-1, 128)
+        out = (xy, np.asarray(desc.data, np.uint8).reshape(-1, 128))
+        _FEATURE_MEMO.clear()
+        _FEATURE_MEMO[key] = (*out, time.perf_counter() - t0)
+        self.credit = 0.0
+        return out
+
+
+#: The last query's SIFT features: (max_num_features, shape, digest) -> (xy, descriptors, seconds).
+_FEATURE_MEMO: dict = {}
 
 
 def _unit_rows(d: np.ndarray) -> np.ndarray:
@@ -281,6 +306,7 @@ def build_map(
     num_threads: int = 2,
     seed: int = 0,
     progress: bool = True,
+    database: str | Path | None = None,
 ) -> LocalizationMap:
     """Triangulate a SIFT map from images with known camera-to-world poses (metres, w-first).
 
@@ -291,6 +317,13 @@ def build_map(
     images (:func:`campose.sfm.retrieval_pairs`; 0: none), or "exhaustive"; then
     ``pycolmap.triangulate_points`` with the poses fixed. Global descriptors: a ``num_words``-word
     vocabulary of the map's descriptors, and thumbnails of ``thumbnail_size`` (width, height).
+
+    ``database``: an existing COLMAP database that already holds these images' features and
+    verified matches (e.g. the SfM run that made the labels, which may hold more images, such as
+    test walks): extraction and matching are skipped, it is only read, and only the map images'
+    features and the matches among them are used (COLMAP's triangulator loads the images of the
+    reconstruction it is given). Its camera must be ``intrinsics``. ``matcher``, ``overlap``,
+    ``retrieval`` and ``max_num_features`` then describe how it was made and are only recorded.
     Raises :class:`LocalizeError` on bad inputs or when no 3D point could be triangulated.
     """
     import pycolmap
@@ -307,7 +340,12 @@ def build_map(
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     db_path, model_dir = work / "database.db", work / "model"
-    _fresh(db_path)
+    if database is not None:
+        db_path = Path(database)
+        if not db_path.is_file():
+            raise LocalizeError(f"database: no COLMAP database at {db_path}")
+    else:
+        _fresh(db_path)
     _fresh(model_dir)
     model_dir.mkdir()
     timings: dict[str, float] = {}
@@ -322,50 +360,62 @@ def build_map(
     try:
         pycolmap.set_random_seed(int(seed))
         t0 = time.perf_counter()
-        reader = pycolmap.ImageReaderOptions()
-        reader.camera_model = "PINHOLE"
-        reader.camera_params = intrinsics.colmap_params()
-        extraction = pycolmap.FeatureExtractionOptions()
-        extraction.num_threads = int(num_threads)
-        extraction.sift.max_num_features = int(max_num_features)
-        pycolmap.extract_features(db_path, root, image_names=names, camera_mode=pycolmap.CameraMode.SINGLE,
-                                  reader_options=reader, extraction_options=extraction)
-        report("extract", t0, f"{len(names)} images")
+        if database is None:
+            reader = pycolmap.ImageReaderOptions()
+            reader.camera_model = "PINHOLE"
+            reader.camera_params = intrinsics.colmap_params()
+            extraction = pycolmap.FeatureExtractionOptions()
+            extraction.num_threads = int(num_threads)
+            extraction.sift.max_num_features = int(max_num_features)
+            pycolmap.extract_features(db_path, root, image_names=names, camera_mode=pycolmap.CameraMode.SINGLE,
+                                      reader_options=reader, extraction_options=extraction)
+            report("extract", t0, f"{len(names)} images")
 
-        t0 = time.perf_counter()
-        matching = pycolmap.FeatureMatchingOptions()
-        matching.num_threads = int(num_threads)
-        verification = pycolmap.TwoViewGeometryOptions()
-        verification.ransac.random_seed = int(seed)
-        if matcher == "exhaustive":
-            pycolmap.match_exhaustive(db_path, matching_options=matching, verification_options=verification)
-        else:
-            seq = pycolmap.SequentialPairingOptions(overlap=int(overlap), loop_detection=False)
-            pycolmap.match_sequential(db_path, matching_options=matching, pairing_options=seq,
-                                      verification_options=verification)
-            pairs = retrieval_pairs(db_path, int(retrieval), names=names, skip_within=int(overlap),
-                                    seed=seed) if int(retrieval) > 0 else []
-            if pairs:
-                (work / "pairs.txt").write_text("".join(f"{a} {b}\n" for a, b in pairs))
-                imported = pycolmap.ImportedPairingOptions()
-                imported.match_list_path = str(work / "pairs.txt")
-                pycolmap.match_image_pairs(db_path, matching_options=matching, pairing_options=imported,
-                                           verification_options=verification)
+            t0 = time.perf_counter()
+            matching = pycolmap.FeatureMatchingOptions()
+            matching.num_threads = int(num_threads)
+            verification = pycolmap.TwoViewGeometryOptions()
+            verification.ransac.random_seed = int(seed)
+            if matcher == "exhaustive":
+                pycolmap.match_exhaustive(db_path, matching_options=matching, verification_options=verification)
+            else:
+                seq = pycolmap.SequentialPairingOptions(overlap=int(overlap), loop_detection=False)
+                pycolmap.match_sequential(db_path, matching_options=matching, pairing_options=seq,
+                                          verification_options=verification)
+                pairs = retrieval_pairs(db_path, int(retrieval), names=names, skip_within=int(overlap),
+                                        seed=seed) if int(retrieval) > 0 else []
+                if pairs:
+                    (work / "pairs.txt").write_text("".join(f"{a} {b}\n" for a, b in pairs))
+                    imported = pycolmap.ImportedPairingOptions()
+                    imported.match_list_path = str(work / "pairs.txt")
+                    pycolmap.match_image_pairs(db_path, matching_options=matching, pairing_options=imported,
+                                               verification_options=verification)
         with pycolmap.Database.open(db_path) as db:
-            n_verified = len(db.read_two_view_geometry_num_inliers()[0])
-            images = {im.name: im for im in db.read_all_images()}
-            cameras = db.read_all_cameras()
+            wanted = set(names)
+            images = {im.name: im for im in db.read_all_images() if im.name in wanted}
+            cameras = {im.camera_id: db.read_camera(im.camera_id) for im in images.values()}
+            ids = {im.image_id for im in images.values()}
+            pair_ids, _ = db.read_two_view_geometry_num_inliers()
+            n_verified = sum(1 for p in pair_ids if set(pycolmap.pair_id_to_image_pair(p)) <= ids)
             keypoints = {im.image_id: np.asarray(db.read_keypoints(im.image_id))[:, :2] for im in images.values()}
             descriptors = {im.image_id: np.asarray(db.read_descriptors(im.image_id).data, np.uint8)
                            for im in images.values()}
-        report("match", t0, f"{matcher}: {n_verified} verified image pairs")
+        if database is None:
+            report("match", t0, f"{matcher}: {n_verified} verified image pairs")
+        else:
+            report("read", t0, f"features and {n_verified} verified pairs of the map images from {db_path}")
         if len(images) != len(names) or len(cameras) != 1:
-            raise LocalizeError(f"COLMAP read {len(images)} of the {len(names)} map images into {len(cameras)} "
-                                "camera(s); expected all of them and one camera")
+            raise LocalizeError(f"the database {db_path} holds {len(images)} of the {len(names)} map images in "
+                                f"{len(cameras)} camera(s); expected all of them and one camera")
+        camera = next(iter(cameras.values()))
+        if database is not None and (camera.model.name != "PINHOLE" or not np.allclose(
+                camera.params, [float(v) for v in intrinsics.colmap_params().split(",")], rtol=1e-6, atol=1e-6)):
+            raise LocalizeError(f"the database's camera ({camera.model.name}, {list(camera.params)}) is not the "
+                                f"map's intrinsics ({intrinsics.colmap_params()})")
 
         t0 = time.perf_counter()
         rec = pycolmap.Reconstruction()
-        rec.add_camera_with_trivial_rig(cameras[0])
+        rec.add_camera_with_trivial_rig(camera)
         for n, xi, qi in zip(names, x, q):
             im = images[n]
             rec.add_image_with_trivial_frame(
@@ -415,7 +465,8 @@ def build_map(
             "verified_pairs": n_verified, "timings": timings,
             "options": {"matcher": matcher, "overlap": int(overlap), "retrieval": int(retrieval),
                         "max_num_features": int(max_num_features), "num_words": int(num_words),
-                        "thumbnail_size": list(thumbnail_size), "seed": int(seed)}}
+                        "thumbnail_size": list(thumbnail_size), "seed": int(seed),
+                        "database": None if database is None else str(database)}}
     return LocalizationMap(names, x, q, intrinsics, points, np.array(offsets, np.int64), np.concatenate(obs_point),
                            np.concatenate(obs_desc).reshape(-1, 128), words.astype(np.float32), idf, bow,
                            np.stack(thumbs), tuple(thumbnail_size), int(max_num_features), info)
@@ -493,7 +544,7 @@ class RetrievalLocalizer:
         v = self._vector(img)
         if not np.any(v):
             x, q = _no_pose()
-            return Localization(x, q, False, time.perf_counter() - t0)
+            return Localization(x, q, False, self._seconds(t0))
         sims = (self.map.thumbnails if self.descriptor == "thumbnail" else self.map.bow) @ v
         top = np.argsort(-sims, kind="stable")[:self.k]
         w = np.maximum(sims[top], 0.0)
@@ -501,7 +552,78 @@ class RetrievalLocalizer:
             x, q = self.map.x[top[0]].copy(), self.map.q[top[0]].copy()
         else:
             x, q = _weighted_pose(self.map.x[top], self.map.q[top], w)
-        return Localization(x, q, True, time.perf_counter() - t0, retrieved=[self.map.names[i] for i in top])
+        return Localization(x, q, True, self._seconds(t0), retrieved=[self.map.names[i] for i in top])
+
+    def _seconds(self, t0: float) -> float:
+        """Wall time since ``t0``, plus feature extraction skipped thanks to the memo."""
+        return time.perf_counter() - t0 + (self._sift.credit if self._sift is not None else 0.0)
+
+
+class RelativePoseLocalizer:
+    """Image retrieval, then relative pose regression from the retrieved map image (Laskar et al.
+    2017): MeNet, which on its own only tells how two views relate, turned into a localiser. The
+    ``k`` most similar map images by the bag-of-words descriptor; the relative-pose ``model``
+    (MeNet, stacked or siamese: (B, 6, H, W) with the map image's channels first, as it was trained)
+    gives t_rel (metres, map camera axes) and q_rel from each to the query, composed with that map
+    image's known pose (x = x_i + R_i t_rel, q = q_i q_rel; :func:`campose.geometry.apply_relative_pose`);
+    with ``k > 1`` the similarity-weighted mean of the k estimates. ``size``: the model's input
+    (width, height); ``image_root``: the folder the map's image names are relative to. The map images
+    are read and shrunk to ``size`` once, here, and kept in memory (counted in :attr:`size_mb`)."""
+
+    def __init__(self, localization_map: LocalizationMap, model, size: tuple[int, int], image_root: str | Path,
+                 k: int = 1, label: str | None = None):
+        from PIL import Image
+
+        self.map = _check_map(localization_map)
+        if getattr(model, "in_channels", 3) != 6:
+            raise LocalizeError(f"{type(model).__name__} is not a relative-pose model (MeNet): it takes "
+                                f"{getattr(model, 'in_channels', '?')} channels, not a 6-channel image pair")
+        self.model, self.size = model.eval(), (int(size[0]), int(size[1]))
+        self._retrieval = RetrievalLocalizer(self.map, "bow", k)
+        self.k = self._retrieval.k
+        self.name = f"retrieval + {label or type(model).__name__} (k={self.k})"
+        root = Path(image_root)
+        missing = [n for n in self.map.names if not (root / n).is_file()]
+        if missing:
+            raise LocalizeError(f"{len(missing)} map image(s) are not under {root}, e.g. {missing[0]}")
+        self._images = []
+        for n in self.map.names:
+            with Image.open(root / n) as im:
+                self._images.append(np.asarray(im.convert("RGB").resize(self.size, Image.BILINEAR)))
+
+    @property
+    def size_mb(self) -> float:
+        """Retrieval's descriptors, the shrunk map images and the model's float32 parameters (MB)."""
+        params = sum(p.numel() for p in self.model.parameters()) * 4 / 1e6
+        return self._retrieval.size_mb + sum(im.nbytes for im in self._images) / 1e6 + params
+
+    def localize(self, image: np.ndarray) -> Localization:
+        """Pose of a uint8 query image of the map's camera and size."""
+        import torch
+
+        from campose.dataset import image_to_tensor
+        from campose.geometry import apply_relative_pose
+
+        img = _check_query(image, self.map.intrinsics)
+        t0 = time.perf_counter()
+        v = self._retrieval._vector(img)
+        if not np.any(v):
+            x, q = _no_pose()
+            return Localization(x, q, False, self._retrieval._seconds(t0))
+        sims = self.map.bow @ v
+        top = np.argsort(-sims, kind="stable")[:self.k]
+        rgb = np.repeat(img[..., None], 3, 2) if img.ndim == 2 else img[..., :3]
+        query = image_to_tensor(np.ascontiguousarray(rgb), self.size)
+        pairs = torch.stack([torch.cat([image_to_tensor(self._images[i]), query], 0) for i in top])
+        with torch.no_grad():
+            t_rel, q_rel = self.model.predict_pose(pairs)
+        xs, qs = apply_relative_pose(self.map.x[top], self.map.q[top], t_rel.double().numpy(), q_rel.double().numpy())
+        w = np.maximum(sims[top], 0.0)
+        if self.k == 1 or w.sum() <= 0:
+            x, q = xs[0], qs[0]
+        else:
+            x, q = _weighted_pose(xs, qs, w)
+        return Localization(x, q, True, self._retrieval._seconds(t0), retrieved=[self.map.names[i] for i in top])
 
 
 class StructureLocalizer:
@@ -564,7 +686,7 @@ class StructureLocalizer:
         v = _bow_vector(desc, m.words, m.idf)
         if not np.any(v):
             x, q = _no_pose()
-            return Localization(x, q, False, time.perf_counter() - t0)
+            return Localization(x, q, False, time.perf_counter() - t0 + self._sift.credit)
         top = np.argsort(-(m.bow @ v), kind="stable")[:self.num_retrieved]
         qd = _unit_rows(desc)
         p2, p3 = [], []
@@ -586,7 +708,7 @@ class StructureLocalizer:
             ok = self.max_distance_m is None or bool(np.min(np.linalg.norm(m.x - x, axis=1)) <= self.max_distance_m)
         if not ok:
             x, q = (m.x[top[0]].copy(), m.q[top[0]].copy()) if self.fallback else _no_pose()
-        return Localization(x, q, ok, time.perf_counter() - t0, len(pairs), inliers, retrieved)
+        return Localization(x, q, ok, time.perf_counter() - t0 + self._sift.credit, len(pairs), inliers, retrieved)
 
 
 # ---------------------------------------------------------------------------- the profile's map
@@ -595,7 +717,9 @@ def profile_map(profile="quick", labels: str | None = None, force: bool = False,
     """Stage ``localize/map-<labels>``: the map of a profile's **training** walks with their label
     poses (``labels``: "sfm" or "truth", default the profile's: what its networks train on), images
     from the render stage, the renderer's intrinsics, SfM settings of ``profile.sfm`` (overlap,
-    retrieval, features). Cached by the renders, the labels and these settings; a rerun loads it."""
+    retrieval, features). Where the profile's SfM stage kept its COLMAP database (``sfm/work/``),
+    its features and matches among the training images are reused (``build_map(database=...)``).
+    Cached by the renders, the labels, the SfM stage and these settings; a rerun loads it."""
     from campose import pipeline
 
     prof = pipeline.get_profile(profile)
@@ -611,15 +735,19 @@ def profile_map(profile="quick", labels: str | None = None, force: bool = False,
                 "retrieval": int(prof.sfm.get("retrieval", 5)),
                 "max_num_features": int(prof.sfm.get("max_num_features", 8192)), "num_words": NUM_WORDS,
                 "thumbnail_size": THUMBNAIL_SIZE, "seed": int(prof.sfm.get("seed", 0))}
+    # the SfM stage's database already holds these images' features and verified matches (made with
+    # the same settings): reuse it rather than extract and match again (quick: ~100 s saved)
+    sfm_db = pipeline.stage_dir(prof, "sfm") / "work" / "database.db"
+    sfm_key = pipeline._stage_key(prof, "sfm") if sfm_db.is_file() else None
     out = pipeline.stage_dir(prof, "localize") / f"map-{labels}"
     key = pipeline._key({"v": STAGE_VERSION, "render": pipeline._render_key(prof), "labels": labels,
                          "labels_stage": pipeline._stage_key(prof, "labels") if labels == "sfm" else None,
-                         "train": sorted(train), **settings})
+                         "features_from_sfm": sfm_key, "train": sorted(train), **settings})
     if force or not pipeline._cached(out, key) or not (out / "map" / "map.json").is_file():
         progress = pipeline.show_progress() if progress is None else progress
         t0 = time.perf_counter()
         m = build_map(pipeline.stage_dir(prof, "render"), names, x, q, prof.intrinsics(), out / "work",
-                      progress=progress, **settings)
+                      progress=progress, database=sfm_db if sfm_key else None, **settings)
         m.save(out / "map")
         shutil.rmtree(out / "work", ignore_errors=True)
         pipeline._mark(out, key, {"labels": labels, "images": len(m), "points": len(m.points),
@@ -649,23 +777,43 @@ class LocalizerEvaluation(Evaluation):
         return {"method": self.method, **row.to_dict(), "size (MB)": self.size_mb}
 
 
-def evaluate_sequences(localizer, sequences, references: dict, progress: bool | None = None) -> LocalizerEvaluation:
+def evaluate_sequences(localizer, sequences, references: dict, progress: bool | None = None):
     """Localise every frame of ``sequences`` (name -> :class:`campose.dataset.Sequence`, or a list)
     and score against each reference (name -> {sequence name -> Sequence}, e.g. ``{"labels": ...,
-    "truth": ...}``) as :func:`campose.evaluate.evaluate` does."""
+    "truth": ...}``) as :func:`campose.evaluate.evaluate` does. ``localizer``: one localiser, or a
+    list of them, scored in one pass over the frames (each image is read once and its SIFT
+    features are extracted once for all of them; every method's time still includes extraction).
+    Returns a :class:`LocalizerEvaluation`, or a list of them for a list."""
     from tqdm.auto import tqdm
 
     from campose.pipeline import show_progress
 
+    many = isinstance(localizer, (list, tuple))
+    locs = list(localizer) if many else [localizer]
+    if not locs:
+        raise LocalizeError("no localiser to evaluate")
     seqs = dict(sequences) if isinstance(sequences, dict) else {s.name: s for s in sequences}
     progress = show_progress() if progress is None else progress
-    preds, named, found = {}, {}, {}
+    found = [{} for _ in locs]
     for name, s in seqs.items():
-        results = [localizer.localize(s.load_image(i))
-                   for i in tqdm(range(len(s)), desc=f"{localizer.name}: {name}", disable=not progress, leave=False)]
+        desc = locs[0].name if len(locs) == 1 else f"{len(locs)} localisers"
+        for r in found:
+            r[name] = []
+        for i in tqdm(range(len(s)), desc=f"{desc}: {name}", disable=not progress, leave=False):
+            image = s.load_image(i)
+            for k, loc in enumerate(locs):
+                found[k][name].append(loc.localize(image))
+    out = [_score(loc, f, seqs, references) for loc, f in zip(locs, found)]
+    return out if many else out[0]
+
+
+def _score(localizer, found: dict, seqs: dict, references: dict) -> LocalizerEvaluation:
+    """A :class:`LocalizerEvaluation` of one localiser's answers (sequence -> list of Localization)."""
+    preds, named = {}, {}
+    for name, results in found.items():
         x = np.array([r.x for r in results], float).reshape(-1, 3)
         q = np.array([r.q for r in results], float).reshape(-1, 4)
-        preds[name], named[name], found[name] = (x, q), (list(s.images), x, q), results
+        preds[name], named[name] = (x, q), (list(seqs[name].images), x, q)
     frames = frame_errors(named, references)
     ok = {(n, i): (r.localized, 1e3 * r.seconds) for n, rs in found.items() for i, r in enumerate(rs)}
     keys = list(zip(frames["sequence"], frames["frame"]))
@@ -685,9 +833,10 @@ def evaluate_sequences(localizer, sequences, references: dict, progress: bool | 
     return LocalizerEvaluation(preds, frames, table, localizer.name, found, float(localizer.size_mb))
 
 
-def evaluate_localizer(profile, localizer, labels: str | None = None, progress: bool | None = None) -> LocalizerEvaluation:
-    """Score a localizer on the profile's test walks (every rendered frame) against the labels and
-    the truth (:func:`campose.pipeline.test_walks`), like :func:`campose.pipeline.evaluate_model`."""
+def evaluate_localizer(profile, localizer, labels: str | None = None, progress: bool | None = None):
+    """Score a localizer (or a list of them, in one pass: :func:`evaluate_sequences`) on the
+    profile's test walks (every rendered frame) against the labels and the truth
+    (:func:`campose.pipeline.test_walks`), like :func:`campose.pipeline.evaluate_model`."""
     from campose.pipeline import test_walks
 
     test, refs = test_walks(profile, labels)
