@@ -61,6 +61,31 @@ def test_evaluate_model_scores_labels_and_truth(tiny_profile, monkeypatch):
     assert ev.table.loc[("labels", "cli-test"), "frames"] == 5  # only labelled frames against labels
 
 
+def test_evaluate_model_caches_its_scores_beside_the_checkpoint(tiny_profile, monkeypatch):
+    import os
+
+    import campose.evaluate as E
+
+    res = pipeline.train_model(tiny_profile, "pn-cache", labels="truth", **SMALL)
+    first = pipeline.evaluate_model(tiny_profile, res)
+    assert (res.checkpoint.parent / "evaluation-truth.pkl").is_file()
+
+    def no_scoring(*a, **k):
+        raise AssertionError("cached scores must not be computed again")
+
+    with monkeypatch.context() as m:
+        m.setattr(E, "evaluate", no_scoring)
+        again = pipeline.evaluate_model(tiny_profile, res)
+        assert again.table.equals(first.table) and again.frames.equals(first.frames)
+        # a new checkpoint (retrained: another file) is scored again
+        st = res.checkpoint.stat()
+        os.utime(res.checkpoint, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+        with pytest.raises(AssertionError, match="must not be computed"):
+            pipeline.evaluate_model(tiny_profile, res)
+    (res.checkpoint.parent / "evaluation-truth.pkl").write_bytes(b"not a pickle")  # unreadable: scored again
+    assert pipeline.evaluate_model(tiny_profile, res).table.equals(first.table)
+
+
 def test_run_study_tables_every_run(tiny_profile):
     s = study.run_study(tiny_profile, "posenet", labels="truth", only=["L1", "MSE"], **SMALL)
     t = s.table()

@@ -521,12 +521,41 @@ def test_walks(profile: str | Profile = "quick", labels: str | None = None) -> t
 def evaluate_model(profile: str | Profile, result, labels: str | None = None, batch_size: int = 32):
     """Score a :class:`campose.train.TrainResult` on the profile's test walks against the SfM labels
     and the truth. Absolute models (PoseNet, MapNet): a :class:`campose.evaluate.Evaluation`;
-    MeNet: the :func:`campose.evaluate.evaluate_pairs` table (pairs up to ``max_gap`` frames apart)."""
+    MeNet: the :func:`campose.evaluate.evaluate_pairs` table (pairs up to ``max_gap`` frames apart).
+    ``labels`` default: the run's own (else the profile's). The scores of a cached run are cached
+    beside its checkpoint (``evaluation-<labels>.pkl``, keyed by the checkpoint, the renders and the
+    labels), so later chapters reuse them."""
+    import pickle
+
     from campose.evaluate import evaluate, evaluate_pairs
 
-    labels = labels or result.meta.get("labels", "sfm")
-    test, refs = test_walks(profile, labels)
+    prof = get_profile(profile)
+    labels = labels or result.meta.get("labels", prof.labels)
+    ckpt = Path(result.checkpoint) if getattr(result, "checkpoint", None) else None
+    cache = key = None
+    if ckpt is not None and ckpt.is_file():
+        # scored once per checkpoint, test walks and labels: chapters 09-11 reuse the scores of 07-08
+        st = ckpt.stat()
+        key = _key({"v": 1, "checkpoint": [st.st_size, st.st_mtime_ns], "render": _render_key(prof),
+                    "labels": labels, "labels_stage": _stage_key(prof, "labels") if labels == "sfm" else None})
+        cache = ckpt.parent / f"evaluation-{labels}.pkl"
+        if cache.is_file():
+            try:
+                with open(cache, "rb") as f:
+                    stored = pickle.load(f)
+                if stored.get("key") == key:
+                    return stored["evaluation"]
+            except Exception:  # unreadable cache: score again
+                pass
+    test, refs = test_walks(prof, labels)
     size = tuple(result.config.image_size)
     if getattr(result.model, "in_channels", 3) == 6:
-        return evaluate_pairs(result.model, test, refs, size, max_gap=result.config.max_gap, batch_size=batch_size)
-    return evaluate(result.model, test, refs, size, batch_size=batch_size)
+        out = evaluate_pairs(result.model, test, refs, size, max_gap=result.config.max_gap, batch_size=batch_size)
+    else:
+        out = evaluate(result.model, test, refs, size, batch_size=batch_size)
+    if cache is not None:
+        tmp = cache.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            pickle.dump({"key": key, "evaluation": out}, f)
+        os.replace(tmp, cache)
+    return out
