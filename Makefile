@@ -2,7 +2,9 @@
 #
 #   make book [PROFILE=quick]   execute every chapter with papermill and render _build/html/index.html
 #   make test [PYTEST_ARGS=...] the whole test suite (library, notebooks, book build)
-#   make bench                  run benchmarks/*.py, results in benchmarks/results/
+#   make bench [BENCH_PROFILE=quick] [README=1] [BENCH_ARGS="--only NAME ..."]
+#                               run every benchmarks/*.py (about 40 min), results and a summary table in
+#                               benchmarks/results/ (summary.md); README=1 also writes the table into README.md
 #   make clean | clean-runs     remove _build | remove the cached stages in data/runs
 #
 # Every target first runs `setup`: a virtual environment in .venv with `pip install -e ".[dev]"`,
@@ -18,6 +20,8 @@ VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-stamp
 PROFILE ?= full
 PYTEST_ARGS ?=
+BENCH_PROFILE ?= quick
+BENCH_ARGS ?=
 
 .PHONY: help setup test book bench clean clean-runs clean-venv
 
@@ -67,16 +71,7 @@ book: setup
 	$(VPY) -m campose.book --profile $(PROFILE)
 
 bench: setup
-	@mkdir -p benchmarks/results
-	@shopt -s nullglob; n=0; \
-	for script in benchmarks/*.py; do \
-	  name=$$(basename "$$script" .py); \
-	  case "$$name" in _*) continue;; esac; \
-	  echo "== $$script"; \
-	  $(VPY) "$$script" | tee "benchmarks/results/$$name.txt"; \
-	  n=$$((n + 1)); \
-	done; \
-	echo "$$n benchmark(s) run; results in benchmarks/results/"
+	$(VPY) benchmarks/_run_all.py --profile $(BENCH_PROFILE) $(if $(filter 1 yes true,$(README)),--update-readme) $(BENCH_ARGS)
 
 clean:
 	rm -rf _build
