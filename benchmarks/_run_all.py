@@ -72,6 +72,7 @@ BENCHMARKS = [
     Bench("sfm_labels", profiled=True),
     Bench("localize", profiled=True),
     Bench("train_studies", profiled=True),
+    Bench("conclusions", profiled=True),  # after the studies: it scores their cached models
     Bench("serve_latency"),
     Bench("castle_p30", missing=castle_p30_missing, skip_pattern=r"castle-P30 not found"),
     Bench("scaling", profiled=True),

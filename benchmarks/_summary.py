@@ -42,7 +42,7 @@ OWN_FILES = {"summary.json", RUN_LOG}
 HEADER = ["benchmark", "figure", "command"]
 
 #: Scripts whose results depend on ``--profile`` (results file ``<script>_<profile>.json``).
-PROFILED = ("sfm_labels", "localize", "train_studies", "scaling")
+PROFILED = ("sfm_labels", "localize", "train_studies", "conclusions", "scaling")
 
 #: The results files a run of every benchmark leaves, in table order: (script, profiled, what it
 #: measures). A missing one gives a "not measured" row.
@@ -54,6 +54,7 @@ EXPECTED = [
     ("serve_latency", False, "pose server"),
     ("localize", True, "localisation baselines"),
     ("train_studies", True, "network studies (chapters 06-08)"),
+    ("conclusions", True, "every method side by side (chapter 11)"),
     ("scaling", True, "growth with the number of images"),
     ("book_time", False, "book build"),
 ]
@@ -389,6 +390,27 @@ def rows_localize(d: dict, profile) -> list:
              "against the true poses: " + "; ".join(parts), values)]
 
 
+def rows_conclusions(d: dict, profile) -> list:
+    prof = d.get("profile") or profile
+    rows = [r for r in d.get("rows") or [] if not r.get("snapped") and r.get("ms per query") is not None]
+    if not rows:
+        return []
+    best = {}
+    for r in rows:
+        f = r.get("family")
+        if f not in best or (r.get("median position (m)") or float("inf")) < (best[f].get("median position (m)")
+                                                                             or float("inf")):
+            best[f] = r
+    parts = [f"{r['method']}: median {dist(r.get('median position (m)'))} / {deg(r.get('median rotation (deg)'))}, "
+             f"{pct(r.get('within 0.5 m, 5 deg (%)'))} within 0.5 m and 5 deg, {num(r.get('ms per query'))} ms/query, "
+             f"{num(r.get('size (MB)'))} MB" for r in best.values()]
+    frames = sum((d.get("test_frames") or {}).values())
+    return [(f"every method side by side, {prof} profile ({frames} test frames, best of each family, labels: "
+             f"{d.get('labels')})", "against the true poses: " + "; ".join(parts),
+             {f: {k: r.get(k) for k in ("method", "median position (m)", "median rotation (deg)", "ms per query",
+                                        "size (MB)")} for f, r in best.items()})]
+
+
 def rows_train_studies(d: dict, profile) -> list:
     prof = d.get("profile") or profile
     tr = d.get("trained") or {}
@@ -528,6 +550,7 @@ def rows_book_time(d: dict, profile) -> list:
 
 FORMATTERS = {"render_speed": rows_render_speed, "sfm_labels": rows_sfm_labels, "castle_p30": rows_castle_p30,
               "train_speed": rows_train_speed, "serve_latency": rows_serve_latency, "localize": rows_localize,
+              "conclusions": rows_conclusions,
               "train_studies": rows_train_studies, "scaling": rows_scaling, "book_time": rows_book_time}
 
 

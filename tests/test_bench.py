@@ -94,6 +94,20 @@ FAKE = {
             "L1": {"median position (m)": 9.34, "median rotation (deg)": 118.8},
             "L1, alpha = 10": {"median position (m)": 9.24, "median rotation (deg)": 116.2}}}},
         "load_average": {"before": [0.5, 1, 1], "after": [1.5, 1, 1]}},
+    "conclusions_quick": {
+        "benchmark": "conclusions", "profile": "quick", "labels": "sfm", "test_frames": {"quick-test": 103},
+        "machine": MACHINE, "rows": [
+            {"family": "PoseNet", "method": "PoseNet, L1", "snapped": False, "median position (m)": 7.98,
+             "median rotation (deg)": 105.5, "within 0.5 m, 5 deg (%)": 0.0, "ms per query": 12.1, "size (MB)": 8.49},
+            {"family": "PoseNet", "method": "PoseNet, MSE", "snapped": False, "median position (m)": 8.98,
+             "median rotation (deg)": 90.7, "within 0.5 m, 5 deg (%)": 0.0, "ms per query": 12.7, "size (MB)": 8.49},
+            {"family": "PoseNet", "method": "PoseNet, L1", "snapped": True, "median position (m)": 0.01,
+             "median rotation (deg)": 105.5, "within 0.5 m, 5 deg (%)": 0.0, "ms per query": 12.2, "size (MB)": 18.1},
+            {"family": "structure-based", "method": "structure-based (SIFT, PnP + RANSAC)", "snapped": False,
+             "median position (m)": 0.162, "median rotation (deg)": 0.69, "within 0.5 m, 5 deg (%)": 58.3,
+             "ms per query": 622.0, "size (MB)": 11.8},
+            {"family": "the report (its own floor)", "method": "the report's PoseNet", "snapped": False,
+             "median position (m)": 20.0, "ms per query": None}]},
     "scaling_quick": {
         "benchmark": "scaling", "profile": "quick", "machine": MACHINE,
         "sfm": [{"frames": 50, "matcher": "sequential", "total_s": 20.0, "seconds_per_image": 0.4, "registered": 50},
@@ -175,6 +189,10 @@ def test_summary_rows_and_numbers(tmp_path):
     assert "retrieval (2 variants): median 7.80 m to 10.4 m; best retrieval (bag of words, k=3), 256 ms/query" in loc
     assert "242 s wall" in find(rows, "network studies, quick")
     assert "best PoseNet (L1, alpha = 10): median 9.24 m" in find(rows, "network studies, quick")
+    side = find(rows, "every method side by side, quick profile (103 test frames, best of each family")
+    assert side.startswith("against the true poses: PoseNet, L1: median 7.98 m / 105.5 deg")  # not the snapped row
+    assert "structure-based (SIFT, PnP + RANSAC): median 16.2 cm / 0.69 deg, 58 % within 0.5 m and 5 deg, 622 " \
+           "ms/query, 11.8 MB" in side and "report" not in side
     growth = find(rows, "SfM growth")
     assert "sequential k = 1.04, exhaustive k = 1.91" in growth
     assert "k = 1.00" in find(rows, "training growth")
@@ -309,7 +327,7 @@ def test_runner_knows_every_benchmark_script():
     assert scripts <= set(runner.KNOWN), f"add {sorted(scripts - set(runner.KNOWN))} to BENCHMARKS in _run_all.py"
     argv = {b.name: b.argv("full") for b in runner.BENCHMARKS}
     assert {n for n, a in argv.items() if a == ["--profile", "full"]} == {"sfm_labels", "localize", "train_studies",
-                                                                         "scaling"}
+                                                                         "conclusions", "scaling"}
     assert all(a == [] for n, a in argv.items() if n not in summary.PROFILED)  # their own defaults
     assert {b.name for b in runner.BENCHMARKS if b.profiled} == set(summary.PROFILED)
     assert [b.name for b in runner.discover(BENCH)] == [b.name for b in runner.BENCHMARKS if b.name in scripts]
