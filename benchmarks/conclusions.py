@@ -34,7 +34,7 @@ def markdown(table) -> str:
             if c == "snapped":
                 cells.append("snapped" if v is True else "")
             elif isinstance(v, float):
-                cells.append("–" if math.isnan(v) else f"{v:.2f}" if "position" in c else f"{v:.1f}")
+                cells.append("–" if math.isnan(v) else f"{v:.3f}" if "position" in c else f"{v:.1f}")
             else:
                 cells.append(str(v))
         lines.append("| " + " | ".join(cells) + " |")

@@ -305,7 +305,7 @@ def compare(profile="quick", labels: str | None = None, studies=("posenet", "map
     return Comparison(prof.name, scores, walkable, snap_ms, report)
 
 
-def styled(table, precision: int = 2):
+def styled(table, precision: int = 3):
     """A pandas Styler of :meth:`Comparison.table` for the book: errors and times rounded, the
     snapped rows marked, missing values (the report's rows, networks' "localised") as a dash."""
     t = table.copy()
