@@ -12,12 +12,11 @@ thread, size in MB) and writes benchmarks/results/conclusions_<profile>.json.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
-import platform
 import time
-from pathlib import Path
+
+from _common import machine, write_result
 
 from campose import conclusions, pipeline
 
@@ -58,11 +57,8 @@ def main(profile: str) -> dict:
               "test_frames": {n: len(s) for n, s in test.items()}, "rows": rows, "seconds": seconds,
               "snap_ms": comparison.snap_ms,
               "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
-              "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                          "python": platform.python_version()}}
-    out = Path(__file__).with_name("results") / f"conclusions_{prof.name}.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, default=float) + "\n")
+              "machine": machine()}
+    write_result(f"conclusions_{prof.name}", result)
     return result
 
 

@@ -13,11 +13,10 @@ memory (map points, MB). Writes benchmarks/results/localize_<profile>.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import time
-from pathlib import Path
+
+from _common import machine, write_result
 
 from campose import localize, pipeline
 from campose.evaluate import THRESHOLDS
@@ -69,11 +68,8 @@ def main(profile: str) -> dict:
     result = {"benchmark": "localize", "profile": prof.name, "labels": prof.labels, "map": m.info,
               "map_images": len(m), "test_frames": {n: len(s) for n, s in test.items()}, "tables": tables,
               "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
-              "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                          "python": platform.python_version()}}
-    out = Path(__file__).with_name("results") / f"localize_{prof.name}.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, default=float) + "\n")
+              "machine": machine()}
+    write_result(f"localize_{prof.name}", result)
     return result
 
 

@@ -21,9 +21,9 @@ import argparse
 import json
 import math
 import os
-import platform
 import time
-from pathlib import Path
+
+from _common import machine, write_result
 
 from campose import pipeline, scaling
 
@@ -97,15 +97,13 @@ def main(profile: str, sizes=None, train_sizes=None, cached: bool = False, kind:
     print("matching alone: " + ", ".join(f"{n} {v:.2f}" for n, v in match_k.items()))
     print(f"wall time {wall:.1f} s" + (" (cached tables)" if cached else ""))
     result = {"benchmark": "scaling", "profile": prof.name,
-              "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()},
+              "machine": machine(),
               "sfm": _rows(sfm), "training": _rows(train), "exponents": {n: _plain(v) for n, v in exps.items()},
               "match_exponents": {n: _plain(v) for n, v in match_k.items()},
               "seconds": round(wall, 1), "cached": bool(cached), "kind": kind, "epochs": epochs, "walk": walk,
               "load_average": {"before": load_before, "after": list(os.getloadavg())},
               "stages": {"sfm": dict(sfm.attrs), "training": dict(train.attrs)}}
-    out = Path(__file__).with_name("results") / f"scaling_{prof.name}.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, default=_plain) + "\n")
+    write_result(f"scaling_{prof.name}", result, default=_plain)
     return result
 
 
