@@ -57,5 +57,5 @@ def tiny_profile(tmp_path, monkeypatch, tiny_sequence):
     out = pipeline.stage_dir(prof, "render")
     tiny_sequence("cli-train", 14, "train", seed=1, root=out)
     tiny_sequence("cli-test", 6, "test", seed=2, root=out)
-    pipeline._mark(out, pipeline._render_key(prof), {"written_by": "tests/conftest.py"})
+    pipeline.mark_stage(out, pipeline.render_key(prof), {"written_by": "tests/conftest.py"})
     return prof

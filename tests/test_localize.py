@@ -54,7 +54,7 @@ def scene(tmp_path_factory):
             x, q = _poses(xs, yaws)
             write_sequence(out / name, (renderer.render(x[i], q[i], K) for i in range(len(x))), x, q, K,
                            {"split": specs[name].split})
-        pipeline._mark(out, pipeline._render_key(prof), {"written_by": "tests/test_localize.py"})
+        pipeline.mark_stage(out, pipeline.render_key(prof), {"written_by": "tests/test_localize.py"})
         t0 = time.perf_counter()
         m = localize.profile_map(prof, progress=False)
         built = time.perf_counter() - t0

@@ -211,7 +211,7 @@ def test_sfm_scaling_on_quick_renders(tmp_path, monkeypatch):
     """Real COLMAP on the first 4 and 6 frames of the quick training walk (about 10 s on 2 cores),
     when the quick render stage is cached; the scaling stage goes to a temporary data root."""
     real = pipeline.stage_dir("quick", "render")
-    if not pipeline._cached(real, pipeline._render_key(pipeline.get_profile("quick"))):
+    if not pipeline.stage_is_current(real, pipeline.render_key(pipeline.get_profile("quick"))):
         pytest.skip("the quick profile's render stage is not built")
     (tmp_path / "quick").mkdir()
     os.symlink(real, tmp_path / "quick" / "render")

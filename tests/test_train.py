@@ -210,6 +210,8 @@ def test_bad_checkpoints_give_clear_errors(walks, tmp_path):
     for name in ("cut.pt", "text.pt"):
         with pytest.raises(T.CheckpointError, match="cannot read checkpoint"):
             T.load_checkpoint(tmp_path / name)
+    with pytest.raises(T.CheckpointError, match="not a torch file.*starts with b'not '"):
+        T.load_checkpoint(tmp_path / "text.pt")
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
     with pytest.raises(T.CheckpointError, match="not a campose checkpoint"):
         T.load_checkpoint(tmp_path / "other.pt")

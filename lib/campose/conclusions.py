@@ -72,14 +72,13 @@ def time_network(model, images, size, repeats: int = 1, threads: int = 1) -> flo
     import torch
 
     from campose.dataset import image_to_tensor
+    from campose.train import cpu_thread_limit
 
     images = list(images)
     if not images:
         raise ValueError("time_network needs at least one image")
     model.eval()
-    old = torch.get_num_threads()
-    torch.set_num_threads(int(threads))
-    try:
+    with cpu_thread_limit("cpu", int(threads)):
         with torch.no_grad():
             model.predict_pose(image_to_tensor(images[0], size))  # warm-up: first-call allocations
             times = []
@@ -88,8 +87,6 @@ def time_network(model, images, size, repeats: int = 1, threads: int = 1) -> flo
                     t0 = time.perf_counter()
                     model.predict_pose(image_to_tensor(img, size))
                     times.append(time.perf_counter() - t0)
-    finally:
-        torch.set_num_threads(old)
     return 1e3 * float(np.median(times))
 
 
@@ -286,14 +283,12 @@ def compare(profile="quick", labels: str | None = None, studies=("posenet", "map
             loc = localize.RelativePoseLocalizer(m, run.result.model, tuple(run.result.config.image_size),
                                                  pipeline.stage_dir(prof, "render"), k=1, label=f"MeNet {label}")
             locs.append(("MeNet + retrieval", f"retrieval + MeNet, {label}", loc))
-    import torch
+    from campose.train import cpu_thread_limit
 
-    old_threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # MeNet answers one query at a time, as the networks are timed
-    try:  # one pass over the test frames for all of them: each query's SIFT is extracted once
+    # one torch thread: MeNet answers one query at a time, as the networks are timed; one pass over
+    # the test frames for all the localisers, so each query's SIFT is extracted once
+    with cpu_thread_limit("cpu", 1):
         evaluations = localize.evaluate_localizer(prof, [loc for _, _, loc in locs], labels, progress)
-    finally:
-        torch.set_num_threads(old_threads)
     for (family, label, _), ev in zip(locs, evaluations):
         scores.append(localizer_score(ev, family, label))
 

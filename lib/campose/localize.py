@@ -329,7 +329,8 @@ def build_map(
     import pycolmap
     from PIL import Image
 
-    from campose.sfm import _fresh, _kmeans, cam_from_world_from_pose, retrieval_pairs, set_colmap_verbosity
+    from campose.sfm import (_fresh, _kmeans, cam_from_world_from_pose, extract_features, match_features,
+                              set_colmap_verbosity)
 
     if matcher not in ("sequential", "exhaustive"):
         raise LocalizeError(f"matcher must be 'sequential' or 'exhaustive', got {matcher!r}")
@@ -361,35 +362,14 @@ def build_map(
         pycolmap.set_random_seed(int(seed))
         t0 = time.perf_counter()
         if database is None:
-            reader = pycolmap.ImageReaderOptions()
-            reader.camera_model = "PINHOLE"
-            reader.camera_params = intrinsics.colmap_params()
-            extraction = pycolmap.FeatureExtractionOptions()
-            extraction.num_threads = int(num_threads)
-            extraction.sift.max_num_features = int(max_num_features)
-            pycolmap.extract_features(db_path, root, image_names=names, camera_mode=pycolmap.CameraMode.SINGLE,
-                                      reader_options=reader, extraction_options=extraction)
+            extract_features(db_path, root, names, intrinsics, max_num_features=max_num_features,
+                             num_threads=num_threads)
             report("extract", t0, f"{len(names)} images")
 
             t0 = time.perf_counter()
-            matching = pycolmap.FeatureMatchingOptions()
-            matching.num_threads = int(num_threads)
-            verification = pycolmap.TwoViewGeometryOptions()
-            verification.ransac.random_seed = int(seed)
-            if matcher == "exhaustive":
-                pycolmap.match_exhaustive(db_path, matching_options=matching, verification_options=verification)
-            else:
-                seq = pycolmap.SequentialPairingOptions(overlap=int(overlap), loop_detection=False)
-                pycolmap.match_sequential(db_path, matching_options=matching, pairing_options=seq,
-                                          verification_options=verification)
-                pairs = retrieval_pairs(db_path, int(retrieval), names=names, skip_within=int(overlap),
-                                        seed=seed) if int(retrieval) > 0 else []
-                if pairs:
-                    (work / "pairs.txt").write_text("".join(f"{a} {b}\n" for a, b in pairs))
-                    imported = pycolmap.ImportedPairingOptions()
-                    imported.match_list_path = str(work / "pairs.txt")
-                    pycolmap.match_image_pairs(db_path, matching_options=matching, pairing_options=imported,
-                                               verification_options=verification)
+            # exhaustive matching already pairs everything: retrieval only with sequential matching
+            match_features(db_path, names, work / "pairs.txt", matcher=matcher, overlap=overlap,
+                           retrieval=retrieval if matcher == "sequential" else 0, num_threads=num_threads, seed=seed)
         with pycolmap.Database.open(db_path) as db:
             wanted = set(names)
             images = {im.name: im for im in db.read_all_images() if im.name in wanted}
@@ -738,20 +718,20 @@ def profile_map(profile="quick", labels: str | None = None, force: bool = False,
     # the SfM stage's database already holds these images' features and verified matches (made with
     # the same settings): reuse it rather than extract and match again (quick: ~100 s saved)
     sfm_db = pipeline.stage_dir(prof, "sfm") / "work" / "database.db"
-    sfm_key = pipeline._stage_key(prof, "sfm") if sfm_db.is_file() else None
+    sfm_key = pipeline.stage_key(prof, "sfm") if sfm_db.is_file() else None
     out = pipeline.stage_dir(prof, "localize") / f"map-{labels}"
-    key = pipeline._key({"v": STAGE_VERSION, "render": pipeline._render_key(prof), "labels": labels,
-                         "labels_stage": pipeline._stage_key(prof, "labels") if labels == "sfm" else None,
-                         "features_from_sfm": sfm_key, "train": sorted(train), **settings})
-    if force or not pipeline._cached(out, key) or not (out / "map" / "map.json").is_file():
+    key = pipeline.content_key({"v": STAGE_VERSION, "render": pipeline.render_key(prof), "labels": labels,
+                                "labels_stage": pipeline.stage_key(prof, "labels") if labels == "sfm" else None,
+                                "features_from_sfm": sfm_key, "train": sorted(train), **settings})
+    if force or not pipeline.stage_is_current(out, key) or not (out / "map" / "map.json").is_file():
         progress = pipeline.show_progress() if progress is None else progress
         t0 = time.perf_counter()
         m = build_map(pipeline.stage_dir(prof, "render"), names, x, q, prof.intrinsics(), out / "work",
                       progress=progress, database=sfm_db if sfm_key else None, **settings)
         m.save(out / "map")
         shutil.rmtree(out / "work", ignore_errors=True)
-        pipeline._mark(out, key, {"labels": labels, "images": len(m), "points": len(m.points),
-                                  "timings": m.info["timings"], "seconds": time.perf_counter() - t0})
+        pipeline.mark_stage(out, key, {"labels": labels, "images": len(m), "points": len(m.points),
+                                       "timings": m.info["timings"], "seconds": time.perf_counter() - t0})
     return LocalizationMap.load(out / "map")
 
 

@@ -139,11 +139,13 @@ def stage_dir(profile: str | Profile, stage: str) -> Path:
     return data_root() / get_profile(profile).name / stage
 
 
-def _key(obj) -> str:
+def content_key(obj) -> str:
+    """A 16-hex-digit digest of ``obj`` (anything JSON can write, other values by ``str``): a stage's cache key."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _cached(stage_path: Path, key: str) -> bool:
+def stage_is_current(stage_path: Path, key: str) -> bool:
+    """Whether ``stage_path/stage.json`` records ``key``, i.e. the stage there was built from the same inputs."""
     f = stage_path / "stage.json"
     if not f.is_file():
         return False
@@ -153,7 +155,8 @@ def _cached(stage_path: Path, key: str) -> bool:
         return False
 
 
-def _mark(stage_path: Path, key: str, info: dict) -> None:
+def mark_stage(stage_path: Path, key: str, info: dict) -> None:
+    """Record a finished stage: ``stage.json`` with ``key``, the time and ``info``, written atomically."""
     stage_path.mkdir(parents=True, exist_ok=True)
     tmp = stage_path / "stage.json.tmp"
     tmp.write_text(json.dumps({"key": key, "finished": time.strftime("%Y-%m-%d %H:%M:%S"), **info}, indent=2,
@@ -195,8 +198,8 @@ def render_dataset(profile: str | Profile = "quick", force: bool = False, progre
     prof = get_profile(profile)
     out = stage_dir(prof, "render")
     specs = [SEQUENCES[n] for n in prof.sequences]
-    key = _render_key(prof)
-    if not force and _cached(out, key):
+    key = render_key(prof)
+    if not force and stage_is_current(out, key):
         return {s.name: load_sequence(out / s.name) for s in specs}
     renderer = get_renderer(prof)
     plan = renderer.plan
@@ -209,7 +212,7 @@ def render_dataset(profile: str | Profile = "quick", force: bool = False, progre
                                        meta={"split": s.split, "fps": prof.fps, "seed": s.seed,
                                              "profile": prof.name, "texture_seed": prof.texture_seed},
                                        progress=progress)
-    _mark(out, key, {"sequences": {n: len(s) for n, s in seqs.items()}, "seconds": time.perf_counter() - t0})
+    mark_stage(out, key, {"sequences": {n: len(s) for n, s in seqs.items()}, "seconds": time.perf_counter() - t0})
     return seqs
 
 
@@ -219,12 +222,14 @@ def profile_with(profile: str | Profile, **changes) -> Profile:
 
 
 # ---------------------------------------------------------------------------- sfm
-def _render_key(prof: Profile) -> str:
+def render_key(prof: Profile) -> str:
+    """The render stage's cache key: the plan, the walks, frame rate, image size, field of view, textures."""
     from campose.floorplan import DEFAULT_PLAN
 
     specs = [SEQUENCES[n] for n in prof.sequences]
-    return _key({"v": STAGE_VERSION["render"], "plan": DEFAULT_PLAN.read_text(), "specs": [asdict(s) for s in specs],
-                 "fps": prof.fps, "size": prof.render_size, "hfov": prof.hfov_deg, "tex": prof.texture_seed})
+    return content_key({"v": STAGE_VERSION["render"], "plan": DEFAULT_PLAN.read_text(),
+                        "specs": [asdict(s) for s in specs],
+                        "fps": prof.fps, "size": prof.render_size, "hfov": prof.hfov_deg, "tex": prof.texture_seed})
 
 
 def sfm_name(sequence: str, image: str) -> str:
@@ -251,8 +256,8 @@ def sfm_dataset(profile: str | Profile = "quick", force: bool = False, progress:
 
     prof = get_profile(profile)
     out = stage_dir(prof, "sfm")
-    key = _key({"v": STAGE_VERSION["sfm"], "render": _render_key(prof), "sfm": prof.sfm})
-    if not force and _cached(out, key) and (out / "result" / "sfm.json").is_file():
+    key = content_key({"v": STAGE_VERSION["sfm"], "render": render_key(prof), "sfm": prof.sfm})
+    if not force and stage_is_current(out, key) and (out / "result" / "sfm.json").is_file():
         return SfmResult.load(out / "result")
     names = sfm_image_names(prof)
     progress = show_progress() if progress is None else progress
@@ -260,8 +265,8 @@ def sfm_dataset(profile: str | Profile = "quick", force: bool = False, progress:
     res = reconstruct(stage_dir(prof, "render"), out / "work", image_names=names, intrinsics=prof.intrinsics(),
                       progress=progress, **prof.sfm)
     res.save(out / "result")
-    _mark(out, key, {"registered": res.registered, "total": res.total, "model_sizes": res.model_sizes,
-                     "timings": res.timings, "seconds": time.perf_counter() - t0})
+    mark_stage(out, key, {"registered": res.registered, "total": res.total, "model_sizes": res.model_sizes,
+                          "timings": res.timings, "seconds": time.perf_counter() - t0})
     return SfmResult.load(out / "result")
 
 
@@ -398,8 +403,8 @@ def label_dataset(profile: str | Profile = "quick", force: bool = False, progres
     settings = {"n": prof.control_points, "noise": prof.survey_noise_m, "radius": SURVEY_RADIUS_M, "method": method,
                 "threshold": threshold, "seed": seed}
     sfm_key = json.loads((stage_dir(prof, "sfm") / "stage.json").read_text())["key"]
-    key = _key({"v": STAGE_VERSION["labels"], "sfm": sfm_key, **settings})
-    if force or not _cached(out, key):
+    key = content_key({"v": STAGE_VERSION["labels"], "sfm": sfm_key, **settings})
+    if force or not stage_is_current(out, key):
         true_centres = {sfm_name(name, img): seq.x[i] for name, seq in truth.items()
                         for i, img in enumerate(seq.images)}
         from campose.floorplan import load_floorplan
@@ -422,7 +427,7 @@ def label_dataset(profile: str | Profile = "quick", force: bool = False, progres
                 (tmp / name / "label_errors.csv").write_text("\n".join(lines) + "\n")
             (tmp / "alignment.json").write_text(json.dumps(
                 {"report": report.to_dict(), "control_points": control.to_rows(), "settings": settings}, indent=2) + "\n")
-            _mark(tmp, key, {"settings": settings})
+            mark_stage(tmp, key, {"settings": settings})
     # load what is on disk (so a cached run and a fresh one return the same thing)
     meta = json.loads((out / "alignment.json").read_text())
     report = AlignmentReport.from_dict(meta["report"])
@@ -461,7 +466,9 @@ def labelled_sequences(profile: str | Profile = "quick", labels: str | None = No
     raise ValueError(f"labels must be one of {', '.join(LABEL_SOURCES)}, got {labels!r}")
 
 
-def _stage_key(prof: Profile, stage: str) -> str | None:
+def stage_key(prof: Profile, stage: str) -> str | None:
+    """The key the profile's ``stage`` was last built with (None when it was not built): later stages
+    put it in their own keys, so they are rebuilt when it changes."""
     f = stage_dir(prof, stage) / "stage.json"
     return json.loads(f.read_text()).get("key") if f.is_file() else None
 
@@ -500,8 +507,8 @@ def train_model(profile: str | Profile = "quick", name: str = "posenet", labels:
     if not train_seqs:
         raise ValueError(f"profile {prof.name} has no training walks")
     progress = show_progress() if progress is None else progress
-    extra = {"labels": labels, "render": _render_key(prof),
-             "labels_stage": _stage_key(prof, "labels") if labels == "sfm" else None}
+    extra = {"labels": labels, "render": render_key(prof),
+             "labels_stage": stage_key(prof, "labels") if labels == "sfm" else None}
     return train_cached(cfg, train_seqs, model_dir(prof, name), key_extra=extra, force=force, progress=progress,
                         meta={"profile": prof.name, "labels": labels, "name": name})
 
@@ -536,8 +543,8 @@ def evaluate_model(profile: str | Profile, result, labels: str | None = None, ba
     if ckpt is not None and ckpt.is_file():
         # scored once per checkpoint, test walks and labels: chapters 09-11 reuse the scores of 07-08
         st = ckpt.stat()
-        key = _key({"v": 1, "checkpoint": [st.st_size, st.st_mtime_ns], "render": _render_key(prof),
-                    "labels": labels, "labels_stage": _stage_key(prof, "labels") if labels == "sfm" else None})
+        key = content_key({"v": 1, "checkpoint": [st.st_size, st.st_mtime_ns], "render": render_key(prof),
+                           "labels": labels, "labels_stage": stage_key(prof, "labels") if labels == "sfm" else None})
         cache = ckpt.parent / f"evaluation-{labels}.pkl"
         if cache.is_file():
             try:

@@ -117,7 +117,7 @@ def _save_rows(out: Path, key: str, rows: list[dict], info: dict) -> None:
     with atomic_dir(out) as tmp:
         (tmp / "rows.json").write_text(json.dumps(rows, indent=2, default=float) + "\n")
         pd.DataFrame(rows).to_csv(tmp / "rows.csv", index=False)
-        pipeline._mark(tmp, key, info)
+        pipeline.mark_stage(tmp, key, info)
 
 
 def _load_rows(out: Path, columns: list[str]):
@@ -132,7 +132,7 @@ def _load_rows(out: Path, columns: list[str]):
 
 
 def _is_cached(out: Path, key: str) -> bool:
-    return pipeline._cached(out, key) and (out / "rows.json").is_file()
+    return pipeline.stage_is_current(out, key) and (out / "rows.json").is_file()
 
 
 # ---------------------------------------------------------------------------- SfM
@@ -216,9 +216,9 @@ def sfm_scaling(profile="quick", sizes=None, matchers=MATCHERS, force: bool = Fa
     _check_available(sizes, len(names), f"sfm_scaling: the first training walk {walk!r} of profile {prof.name}")
     options = {m: sfm_options(prof, m) for m in matchers}
     out = pipeline.stage_dir(prof, "scaling/sfm")
-    key = pipeline._key({"v": STAGE_VERSION["sfm"], "render": pipeline._render_key(prof), "walk": walk,
-                         "sizes": sizes, "matchers": matchers, "options": options,
-                         "share_extraction": bool(share_extraction)})
+    key = pipeline.content_key({"v": STAGE_VERSION["sfm"], "render": pipeline.render_key(prof), "walk": walk,
+                                "sizes": sizes, "matchers": matchers, "options": options,
+                                "share_extraction": bool(share_extraction)})
     if not force and _is_cached(out, key):
         return _load_rows(out, SFM_COLUMNS)
 
@@ -378,9 +378,9 @@ def training_scaling(profile="quick", sizes=None, kind: str = "posenet", epochs:
     _check_available(sizes, available, f"training_scaling: the training walks of profile {prof.name} "
                                        f"({', '.join(s.name for s in walks)}, labels {labels!r})")
     out = pipeline.stage_dir(prof, "scaling/train")
-    label_key = pipeline._stage_key(prof, "labels") if labels == "sfm" else None
-    key = pipeline._key({"v": STAGE_VERSION["train"], "render": pipeline._render_key(prof), "labels": labels,
-                         "labels_stage": label_key, "sizes": sizes, "config": cfg.to_dict()})
+    label_key = pipeline.stage_key(prof, "labels") if labels == "sfm" else None
+    key = pipeline.content_key({"v": STAGE_VERSION["train"], "render": pipeline.render_key(prof), "labels": labels,
+                                "labels_stage": label_key, "sizes": sizes, "config": cfg.to_dict()})
     if not force and _is_cached(out, key):
         return _load_rows(out, TRAIN_COLUMNS)
 

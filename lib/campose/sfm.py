@@ -38,6 +38,8 @@ __all__ = [
     "pose_from_cam_from_world",
     "cam_from_world_from_pose",
     "poses_from_reconstruction",
+    "extract_features",
+    "match_features",
     "reconstruct",
     "retrieval_pairs",
     "read_colmap_text_model",
@@ -323,6 +325,78 @@ def _fresh(path: Path) -> None:
             p.unlink()
 
 
+def extract_features(db_path: str | Path, image_root: str | Path, names: Sequence[str],
+                     intrinsics: Intrinsics | None = None, *, max_num_features: int = 8192,
+                     max_image_size: int | None = None, num_threads: int = 2) -> None:
+    """COLMAP SIFT of ``names`` (relative to ``image_root``) into the database ``db_path``.
+
+    All images get one camera: PINHOLE with ``intrinsics`` (pixels) when given, else COLMAP's
+    SIMPLE_RADIAL estimate. ``max_num_features`` per image; ``max_image_size``: downscale larger
+    images for extraction (keypoints stay in full-size pixels). The caller sets COLMAP's verbosity.
+    """
+    import pycolmap
+
+    reader = pycolmap.ImageReaderOptions()
+    if intrinsics is not None:
+        reader.camera_model = "PINHOLE"
+        reader.camera_params = intrinsics.colmap_params()
+    extraction = pycolmap.FeatureExtractionOptions()
+    extraction.num_threads = int(num_threads)
+    extraction.sift.max_num_features = int(max_num_features)
+    if max_image_size:
+        extraction.max_image_size = int(max_image_size)
+    pycolmap.extract_features(Path(db_path), Path(image_root), image_names=list(names),
+                              camera_mode=pycolmap.CameraMode.SINGLE, reader_options=reader,
+                              extraction_options=extraction)
+
+
+def match_features(db_path: str | Path, names: Sequence[str], pairs_file: str | Path, *,
+                   matcher: str = "sequential", overlap: int = 10, retrieval: int = 0,
+                   extra_pairs: Sequence[tuple[str, str]] = (), num_threads: int = 2,
+                   seed: int = 0) -> list[tuple[str, str]]:
+    """Match the features in ``db_path`` and verify every pair geometrically (RANSAC seeded by ``seed``).
+
+    ``matcher``: "sequential" (COLMAP's quadratic ``overlap`` in name order, no loop detection) or
+    "exhaustive"; then the ``retrieval`` most similar images of each image (:func:`retrieval_pairs`;
+    0: none) and ``extra_pairs`` (name pairs, e.g. loop closures) are matched too, through a pair
+    list written to ``pairs_file`` (pairs with an image missing from the database are left out).
+    Returns the retrieval pairs found. Raises :class:`SfmError` when a pair list would need names
+    with spaces.
+    """
+    import pycolmap
+
+    db_path = Path(db_path)
+    matching = pycolmap.FeatureMatchingOptions()
+    matching.num_threads = int(num_threads)
+    verification = pycolmap.TwoViewGeometryOptions()
+    verification.ransac.random_seed = int(seed)
+    if matcher == "exhaustive":
+        pycolmap.match_exhaustive(db_path, matching_options=matching, verification_options=verification)
+    elif matcher == "sequential":
+        seq = pycolmap.SequentialPairingOptions(overlap=int(overlap), loop_detection=False)
+        pycolmap.match_sequential(db_path, matching_options=matching, pairing_options=seq,
+                                  verification_options=verification)
+    else:
+        raise SfmError(f"matcher must be 'sequential' or 'exhaustive', got {matcher!r}")
+    found = []
+    if int(retrieval) > 0:
+        found = retrieval_pairs(db_path, int(retrieval), names=list(names),
+                                skip_within=int(overlap) if matcher == "sequential" else None, seed=seed)
+    pairs = _unique_pairs(list(extra_pairs) + found)
+    if pairs:
+        if any(any(c.isspace() for c in n) for ab in found for n in ab):
+            raise SfmError("COLMAP's pair lists cannot hold image names with spaces; rename the images "
+                           "or use retrieval=0")
+        with pycolmap.Database.open(db_path) as db:
+            in_db = {im.name for im in db.read_all_images()}
+        Path(pairs_file).write_text("".join(f"{a} {b}\n" for a, b in pairs if a in in_db and b in in_db))
+        imported = pycolmap.ImportedPairingOptions()
+        imported.match_list_path = str(pairs_file)
+        pycolmap.match_image_pairs(db_path, matching_options=matching, pairing_options=imported,
+                                   verification_options=verification)
+    return found
+
+
 # ---------------------------------------------------------------------------- pipeline
 def reconstruct(
     image_root: str | Path,
@@ -419,23 +493,14 @@ def reconstruct(
     try:
         pycolmap.set_random_seed(int(seed))
         # -- extract
-        reader = pycolmap.ImageReaderOptions()
-        if intrinsics is not None:
-            reader.camera_model = "PINHOLE"
-            reader.camera_params = intrinsics.colmap_params()
-        extraction = pycolmap.FeatureExtractionOptions()
-        extraction.num_threads = num_threads
-        extraction.sift.max_num_features = int(max_num_features)
-        if max_image_size:
-            extraction.max_image_size = int(max_image_size)
         t0 = time.perf_counter()
         if features_from is not None:
             _reuse_features(Path(features_from), db_path, names, keep_matches=reuse_matches)
         elif reuse_matches:
             raise SfmError("reuse_matches needs features_from (the database whose matches to reuse)")
         else:
-            pycolmap.extract_features(db_path, root, image_names=names, camera_mode=pycolmap.CameraMode.SINGLE,
-                                      reader_options=reader, extraction_options=extraction)
+            extract_features(db_path, root, names, intrinsics, max_num_features=max_num_features,
+                             max_image_size=max_image_size, num_threads=num_threads)
         with pycolmap.Database.open(db_path) as db:
             n_db, n_kp = db.num_images(), db.num_keypoints()
             in_db = {im.name for im in db.read_all_images()}
@@ -447,34 +512,12 @@ def reconstruct(
                + (f" (reused from {features_from})" if features_from is not None else ""))
 
         # -- match
-        matching = pycolmap.FeatureMatchingOptions()
-        matching.num_threads = num_threads
-        verification = pycolmap.TwoViewGeometryOptions()
-        verification.ransac.random_seed = int(seed)
         t0 = time.perf_counter()
         if reuse_matches:
-            pairs = []
-        elif matcher == "exhaustive":
-            pycolmap.match_exhaustive(db_path, matching_options=matching, verification_options=verification)
+            pairs, found = [], []
         else:
-            seq = pycolmap.SequentialPairingOptions(overlap=int(overlap), loop_detection=False)
-            pycolmap.match_sequential(db_path, matching_options=matching, pairing_options=seq,
-                                      verification_options=verification)
-        found = []
-        if int(retrieval) > 0 and not reuse_matches:
-            found = retrieval_pairs(db_path, int(retrieval), names=names,
-                                    skip_within=int(overlap) if matcher == "sequential" else None, seed=seed)
-        extra_pairs = _unique_pairs(pairs + found)
-        if extra_pairs:
-            if any(any(c.isspace() for c in n) for ab in found for n in ab):
-                raise SfmError("COLMAP's pair lists cannot hold image names with spaces; rename the images "
-                               "or use retrieval=0")
-            pairs_file = out / "extra_pairs.txt"
-            pairs_file.write_text("".join(f"{a} {b}\n" for a, b in extra_pairs if a in in_db and b in in_db))
-            imported = pycolmap.ImportedPairingOptions()
-            imported.match_list_path = str(pairs_file)
-            pycolmap.match_image_pairs(db_path, matching_options=matching, pairing_options=imported,
-                                       verification_options=verification)
+            found = match_features(db_path, names, out / "extra_pairs.txt", matcher=matcher, overlap=overlap,
+                                   retrieval=retrieval, extra_pairs=pairs, num_threads=num_threads, seed=seed)
         with pycolmap.Database.open(db_path) as db:
             n_pairs = db.num_matched_image_pairs()
             n_verified = len(db.read_two_view_geometry_num_inliers()[0])  # pairs with inliers

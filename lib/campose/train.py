@@ -713,6 +713,11 @@ def load_checkpoint(path, device: str | torch.device = "cpu") -> tuple[nn.Module
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not (head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")):  # torch's zip, or a legacy pickle
+        raise CheckpointError(f"cannot read checkpoint {path}: not a torch file (torch.save writes a zip "
+                              f"archive; this file starts with {head!r})")
     try:
         data = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # zip, pickle or torch errors all mean: not a readable checkpoint
@@ -750,14 +755,14 @@ def train_cached(config: TrainConfig, sequences, out_dir, key_extra=None, force:
     """:func:`train` with its checkpoint ``out_dir/model.pt``, cached by the config, the data
     (:func:`data_digest`) and ``key_extra`` (e.g. the labels stage's key); a matching
     ``out_dir/stage.json`` loads the checkpoint instead of training."""
-    from campose.pipeline import _cached, _key, _mark
+    from campose.pipeline import content_key, mark_stage, stage_is_current
 
     out = Path(out_dir)
-    key = _key({"v": CHECKPOINT_VERSION, "config": config.to_dict(), "data": data_digest(sequences),
-                "extra": key_extra})
+    key = content_key({"v": CHECKPOINT_VERSION, "config": config.to_dict(), "data": data_digest(sequences),
+                       "extra": key_extra})
     path = out / "model.pt"
-    if not force and _cached(out, key) and path.is_file():
+    if not force and stage_is_current(out, key) and path.is_file():
         return TrainResult.from_checkpoint(path)
     result = train(config, sequences, out_path=path, progress=progress, meta=meta)
-    _mark(out, key, {"status": result.status, "best_epoch": result.best_epoch, "seconds": result.seconds})
+    mark_stage(out, key, {"status": result.status, "best_epoch": result.best_epoch, "seconds": result.seconds})
     return result
