@@ -3,7 +3,7 @@
 #   make book [PROFILE=quick]   execute every chapter with papermill and render _build/html/index.html
 #   make test [PYTEST_ARGS=...] the whole test suite (library, notebooks, book build)
 #   make bench [BENCH_PROFILE=quick] [README=1] [BENCH_ARGS="--only NAME ..."]
-#                               run every benchmarks/*.py (about 40 min), results and a summary table in
+#                               run every benchmarks/*.py (quick: about 20 min), results and a summary table in
 #                               benchmarks/results/ (summary.md); README=1 also writes the table into README.md
 #   make clean | clean-runs     remove _build | remove the cached stages in data/runs
 #

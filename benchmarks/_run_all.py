@@ -318,8 +318,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 epilog="Benchmarks: " + ", ".join(KNOWN) + " (and any other benchmarks/*.py)")
     p.add_argument("--profile", default="quick", help="profile of the profile-dependent benchmarks (default quick)")
-    p.add_argument("--only", nargs="+", metavar="NAME", help="run only these benchmarks (script names without .py)")
-    p.add_argument("--skip", nargs="+", metavar="NAME", default=[], help="do not run these benchmarks")
+    p.add_argument("--only", nargs="+", action="extend", metavar="NAME", help="run only these benchmarks (script names without .py)")
+    p.add_argument("--skip", nargs="+", action="extend", metavar="NAME", default=[], help="do not run these benchmarks")
     p.add_argument("--dir", type=Path, default=HERE, help="the folder of benchmark scripts (default: this one)")
     p.add_argument("--timeout", type=float, default=None, help="seconds after which a script is stopped (default none)")
     p.add_argument("--update-readme", action="store_true", help="also write the table into README.md's results region")

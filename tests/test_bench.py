@@ -370,6 +370,11 @@ def test_runner_reports_failures_and_keeps_going(tmp_path, monkeypatch, capsys):
 
     # --only / --skip select; the other records stay in the log
     assert runner.main(["--dir", str(d), "--only", "good", "sfm_labels", "--no-summary"]) == 0
+    # repeated --only adds up (it used to keep the last one only)
+    t_before = json.loads((d / "results" / "run_all.json").read_text())["runs"]["good"]["started_ts"]
+    assert runner.main(["--dir", str(d), "--only", "good", "--only", "sfm_labels", "--no-summary"]) == 0
+    again = json.loads((d / "results" / "run_all.json").read_text())["runs"]
+    assert again["good"]["started_ts"] > t_before and again["sfm_labels_quick"]["started_ts"] > t_before
     assert runner.main(["--dir", str(d), "--skip", "bad", "--no-summary", "--profile", "full"]) == 0
     runs = json.loads((d / "results" / "run_all.json").read_text())["runs"]
     assert runs["bad"]["status"] == "failed" and runs["sfm_labels_full"]["tail"] == ["args ['--profile', 'full']"]
