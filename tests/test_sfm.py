@@ -177,6 +177,30 @@ def test_bad_arguments(tmp_path):
         sfm.reconstruct(tmp_path / "img", tmp_path / "out", image_names=["seq-01/000000.png", "a.png", "b.png"])
 
 
+def test_extract_and_match_features_fill_a_database(tmp_path):
+    """The two steps reconstruct and localize.build_map share: one camera, keypoints, pairs matched."""
+    names = [f"{i:03d}.png" for i in range(3)]
+    for i, n in enumerate(names):
+        _write_png(tmp_path / "img" / n, i)
+    db = tmp_path / "database.db"
+    sfm.extract_features(db, tmp_path / "img", names, Intrinsics.from_fov(128, 96), max_num_features=300,
+                         num_threads=1)
+    with pycolmap.Database.open(str(db)) as d:
+        images = d.read_all_images()
+        assert sorted(im.name for im in images) == names
+        assert {im.camera_id for im in images} == {images[0].camera_id}
+        assert d.read_camera(images[0].camera_id).model.name == "PINHOLE"
+        assert 0 < d.num_keypoints() <= 3 * 300
+    found = sfm.match_features(db, names, tmp_path / "pairs.txt", matcher="sequential", overlap=1,
+                               extra_pairs=[("000.png", "002.png"), ("000.png", "not-there.png")], num_threads=1)
+    assert found == []  # no retrieval asked for
+    assert (tmp_path / "pairs.txt").read_text() == "000.png 002.png\n"  # the unknown image is left out
+    with pycolmap.Database.open(str(db)) as d:
+        assert d.num_matched_image_pairs() == 3  # 000-001 and 001-002 in sequence, 000-002 from the list
+    with pytest.raises(sfm.SfmError, match="matcher must be"):
+        sfm.match_features(db, names, tmp_path / "p.txt", matcher="vocabtree")
+
+
 def test_nothing_registered_is_a_clear_error(tmp_path, capsys):
     """Noise images have keypoints but no geometric matches: the mapper builds no model (~1 s)."""
     for i in range(3):
