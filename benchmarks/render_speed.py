@@ -6,13 +6,10 @@ Prints a small table and writes benchmarks/results/render_speed.json. Target (is
 
 from __future__ import annotations
 
-import json
-import os
-import platform
 import time
-from pathlib import Path
 
 import numpy as np
+from _common import machine, write_result
 
 from campose.camera import Intrinsics
 from campose.floorplan import load_floorplan
@@ -37,15 +34,12 @@ def main(frames: int = 200) -> dict:
         dt = time.perf_counter() - t
         rows.append({"width": w, "height": h, "frames": len(idx), "fps": len(idx) / dt, "ms_per_frame": 1000 * dt / len(idx)})
     result = {"benchmark": "render_speed", "texture_paint_s": paint, "results": rows,
-              "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                          "python": platform.python_version()}}
+              "machine": machine()}
     print(f"texture painting: {paint:.1f} s (once per process)")
     print(f"{'size':>10} {'frames/s':>10} {'ms/frame':>10}")
     for r in rows:
         print(f"{r['width']:>5}x{r['height']:<4} {r['fps']:>10.1f} {r['ms_per_frame']:>10.2f}")
-    out = Path(__file__).resolve().parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "render_speed.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_result("render_speed", result)
     return result
 
 

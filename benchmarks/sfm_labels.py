@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
-from pathlib import Path
 
 import numpy as np
+from _common import machine, write_result
 
 from campose import pipeline
 
@@ -45,8 +43,7 @@ def main(profile: str, cached: bool = False) -> dict:
         "position_error_m": {"median": float(np.median(pe)), "p90": float(np.percentile(pe, 90)), "max": float(pe.max())},
         "rotation_error_deg": {"median": float(np.median(re)), "p90": float(np.percentile(re, 90)), "max": float(re.max())},
         "per_sequence": json.loads(table.to_json(orient="index")),
-        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                    "python": platform.python_version()},
+        "machine": machine(),
     }
     print(f"profile {prof.name}: {sfm.registered}/{sfm.total} images registered "
           f"({100 * sfm.registration_rate():.1f} %), models {sfm.model_sizes}, {len(sfm.points)} points")
@@ -58,9 +55,7 @@ def main(profile: str, cached: bool = False) -> dict:
           f"{100 * np.percentile(pe, 90):.1f} cm, max {100 * pe.max():.1f} cm; rotation median {np.median(re):.3f} deg, "
           f"max {re.max():.2f} deg")
     print(table.round(3).to_string())
-    out = Path(__file__).with_name("results") / f"sfm_labels_{prof.name}.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(f"sfm_labels_{prof.name}", result)
     return result
 
 

@@ -17,9 +17,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
-from pathlib import Path
+
+from _common import machine, write_result
 
 from campose import pipeline, study
 
@@ -55,12 +55,9 @@ def main(argv=None) -> dict:
         "train_config": pipeline.train_config(prof).to_dict(), "trained": trained, "evaluation_seconds": eval_s,
         "tables": {n: {ref: json.loads(t.to_json(orient="index")) for ref, t in v.items()} for n, v in tables.items()},
         "load_average": {"before": load_before, "after": os.getloadavg()},
-        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                    "python": platform.python_version()},
+        "machine": machine(),
     }
-    out = Path(__file__).with_name("results") / f"train_studies_{prof.name}.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    write_result(f"train_studies_{prof.name}", result, default=str)
     return result
 
 
