@@ -62,3 +62,33 @@ def test_clear_errors(tiny_profile, tmp_path, capsys):
         assert e.value.code == 2 and msg in capsys.readouterr().err
     assert cli.main(["train", "--profile", "tiny", "--labels", "truth", "--batch-size", "1"]) == 2
     assert "batch_size must be >= 2" in capsys.readouterr().err
+
+
+def test_train_with_dense_views(tiny_profile, tmp_path, capsys, monkeypatch):
+    """``--dense-views N`` adds N views around the training walk (rendered by a stand-in renderer
+    here: the tiny walks lie off the default plan) and trains PoseNet on both; MapNet refuses."""
+    import numpy as np
+
+    class Anywhere:
+        def inside(self, pts):
+            return np.ones(len(np.asarray(pts).reshape(-1, 2)), bool)
+
+    class Flat:
+        plan = Anywhere()
+
+        def render(self, x, q, K):
+            return np.full((K.height, K.width, 3), 128, np.uint8)
+
+    monkeypatch.setattr(pipeline, "get_renderer", lambda profile: Flat())
+    ckpt = tmp_path / "dense.pt"
+    rc = cli.main(["train", "--profile", "tiny", "--model", "posenet", "--epochs", "1", "--labels", "truth",
+                   "--dense-views", "9", "--out", str(ckpt), *SMALL])
+    assert rc == 0, capsys.readouterr().err
+    _, info = load_checkpoint(ckpt)
+    assert info["meta"]["dense_views"] == 9 and info["split"]["dense-views"]["train"] == [0, 9]
+    capsys.readouterr()
+    assert cli.main(["train", "--profile", "tiny", "--model", "mapnet", "--labels", "truth", "--dense-views", "9",
+                     *SMALL]) == 2
+    assert "only PoseNet trains on them" in capsys.readouterr().err
+    assert cli.main(["train", "--profile", "tiny", "--labels", "truth", "--dense-views", "-1", *SMALL]) == 2
+    assert "--dense-views must be >= 0" in capsys.readouterr().err

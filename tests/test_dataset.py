@@ -112,6 +112,23 @@ def test_render_stage_is_cached(tmp_path, monkeypatch):
     assert np.linalg.norm(seq.x[0, :2] - np.array([31.25, 7.25])) < 0.6
 
 
+def test_stage_cache_checks_key_and_main_output(tmp_path):
+    from campose import pipeline
+
+    out = tmp_path / "stage"
+    key = pipeline.content_key({"inputs": [1, 2]})
+    assert key == pipeline.content_key({"inputs": [1, 2]}) != pipeline.content_key({"inputs": [2, 1]})
+    assert not pipeline.stage_is_current(out, key)  # never built
+    pipeline.mark_stage(out, key, {"rows": 3})
+    assert pipeline.stage_is_current(out, key) and not pipeline.stage_is_current(out, "other")
+    assert not pipeline.stage_is_current(out, key, needs="result/main.json")  # its output was removed
+    (out / "result").mkdir()
+    (out / "result" / "main.json").write_text("{}")
+    assert pipeline.stage_is_current(out, key, needs="result/main.json")
+    (out / "stage.json").write_text("{not json")
+    assert not pipeline.stage_is_current(out, key)
+
+
 def test_image_dir_defaults_to_images_folder(tmp_path):
     x, q = poses(2)
     seq = write_sequence(tmp_path / "s", frames(2), x, q, K)

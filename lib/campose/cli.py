@@ -52,16 +52,28 @@ def _train(args) -> int:
     changes = {k: v for k, v in given.items() if v is not None}
     if args.patience is not None:
         changes["patience"] = args.patience or None
+    dense = getattr(args, "dense_views", None)
+    if dense is not None and dense < 0:
+        raise ValueError(f"--dense-views must be >= 0, got {dense}")
+    if dense is not None and "epochs" not in changes and "epochs" in prof.dense:
+        changes["epochs"] = prof.dense["epochs"]
     cfg = pipeline.train_config(prof, **changes)  # the profile's training settings, then the options given
     args.labels = args.labels or prof.labels
     labelled, _ = pipeline.labelled_sequences(prof, args.labels)
     sequences = [s for s in labelled.values() if s.split == "train"]
     if not sequences:
         raise ValueError(f"profile {prof.name} has no training sequences")
+    if dense is not None:
+        if cfg.kind != "posenet":
+            raise ValueError(f"--dense-views: the views are unordered and only PoseNet trains on them, not {cfg.kind}")
+        sequences.append(pipeline.dense_views(prof, dense or None, args.labels))
     out = args.out or pipeline.stage_dir(prof, "checkpoints") / f"{cfg.kind}-{cfg.loss}-seed{cfg.seed}.pt"
     with warnings.catch_warnings():  # the message is printed below
         warnings.simplefilter("ignore", TrainingWarning)
-        res = train(cfg, sequences, out_path=out, meta={"profile": prof.name, "labels": args.labels})
+        meta = {"profile": prof.name, "labels": args.labels}
+        if dense is not None:
+            meta["dense_views"] = len(sequences[-1])
+        res = train(cfg, sequences, out_path=out, meta=meta)
     cols = [c for c in ("train_loss", "val_loss", "val_position_m", "val_rotation_deg", "val_direction_deg", "seconds")
             if c in res.history_frame()]
     print(res.history_frame()[cols].to_string(float_format=lambda v: f"{v:.4g}"))
@@ -143,6 +155,9 @@ def _add_train_evaluate(sub) -> None:
     t.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA if present)")
     t.add_argument("--max-minutes", type=float, default=None, help="time budget")
     t.add_argument("--no-augment", action="store_true", help="no colour jitter")
+    t.add_argument("--dense-views", type=int, default=None, metavar="N",
+                   help="PoseNet: also train on N views rendered around the training walks (campose.densify; "
+                        "0: the profile's count); --epochs then defaults to the profile's dense epochs")
     t.add_argument("--labels", default=None, choices=["sfm", "truth"],
                    help="train on the aligned SfM labels or on the true poses (no SfM needed); default: the profile's")
     t.add_argument("--out", default=None, help="checkpoint path (default: <data>/<profile>/checkpoints/...)")

@@ -58,6 +58,12 @@ class Sequence:
         return self.meta.get("split", "train")
 
     @property
+    def ordered(self) -> bool:
+        """True for a walk (frames in time order; the default); False for a set of views without an
+        order (:mod:`campose.densify`), which relative-pose pairs and MapNet windows skip."""
+        return bool(self.meta.get("ordered", True))
+
+    @property
     def image_folder(self) -> Path:
         """The folder the image names are relative to."""
         return Path(self.image_dir) if self.image_dir is not None else Path(self.root) / "images"
@@ -314,6 +320,8 @@ class PairDataset:
         rng = np.random.default_rng(seed)
         pairs = []
         for s, seq in enumerate(self.frames.sequences):
+            if not seq.ordered:  # neighbours in an unordered set are not neighbours in space
+                continue
             n, off = len(seq), int(self.frames.offsets[s])
             for i in range(n):
                 cand = np.r_[max(0, i - self.max_gap):i, i + 1:min(n, i + self.max_gap + 1)]
@@ -321,7 +329,7 @@ class PairDataset:
                     js = rng.choice(cand, size=min(self.pairs_per_image, len(cand)), replace=False)
                     pairs += [(off + i, off + int(j)) for j in js]
         if not pairs:
-            raise ValueError("no pairs: every sequence has a single frame")
+            raise ValueError("no pairs: every ordered sequence (walk) has a single frame")
         self.pairs = np.array(pairs, dtype=np.int64)
         i, j = self.pairs[:, 0], self.pairs[:, 1]
         t, q = relative_pose(self._x[i], self._q[i], self._x[j], self._q[j])
@@ -351,13 +359,15 @@ def sequence_windows(dataset, window: int, stride: int = 1, step: int = 1) -> li
     """Windows of ``window`` frames of one sequence each, as items of ``dataset`` (a PoseDataset, or the
     list of sequences it was built from): [k, k + step, ..., k + (window - 1) step] in a sequence,
     k = 0, stride, 2 stride, ... Windows never cross sequences; a sequence shorter than
-    (window - 1) step + 1 frames gives none. ``step`` is MapNet's "skip" between frames of a tuple."""
+    (window - 1) step + 1 frames gives none, and so does an unordered one (``Sequence.ordered``).
+    ``step`` is MapNet's "skip" between frames of a tuple."""
     if int(window) < 2 or int(stride) < 1 or int(step) < 1:
         raise ValueError(f"need window >= 2, stride >= 1 and step >= 1, got {window}, {stride}, {step}")
     seqs = dataset.sequences if isinstance(dataset, PoseDataset) else list(dataset)
     out, off, span = [], 0, (window - 1) * step
     for seq in seqs:
-        out += [[off + k + m * step for m in range(window)] for k in range(0, len(seq) - span, stride)]
+        if seq.ordered:
+            out += [[off + k + m * step for m in range(window)] for k in range(0, len(seq) - span, stride)]
         off += len(seq)
     return out
 

@@ -723,7 +723,7 @@ def profile_map(profile="quick", labels: str | None = None, force: bool = False,
     key = pipeline.content_key({"v": STAGE_VERSION, "render": pipeline.render_key(prof), "labels": labels,
                                 "labels_stage": pipeline.stage_key(prof, "labels") if labels == "sfm" else None,
                                 "features_from_sfm": sfm_key, "train": sorted(train), **settings})
-    if force or not pipeline.stage_is_current(out, key) or not (out / "map" / "map.json").is_file():
+    if force or not pipeline.stage_is_current(out, key, needs="map/map.json"):
         progress = pipeline.show_progress() if progress is None else progress
         t0 = time.perf_counter()
         m = build_map(pipeline.stage_dir(prof, "render"), names, x, q, prof.intrinsics(), out / "work",

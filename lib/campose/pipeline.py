@@ -24,7 +24,7 @@ import numpy as np
 
 from campose.camera import Intrinsics
 
-STAGE_VERSION = {"render": 1, "sfm": 1, "labels": 1}
+STAGE_VERSION = {"render": 1, "sfm": 1, "labels": 1, "dense": 1}
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,10 @@ class Profile:
     train: dict = field(default_factory=dict)
     # what the networks train on: "sfm" (the aligned SfM labels) or "truth" (the renders' poses)
     labels: str = "sfm"
+    # extra training views rendered around the training walks (campose.densify, dense_views):
+    # ``views`` how many, ``epochs`` how long a run that uses them trains (it sees more images per
+    # epoch, so it gets its own budget), ``seed`` the sampler's
+    dense: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
     def intrinsics(self) -> Intrinsics:
@@ -99,7 +103,7 @@ TRAIN_FULL = {"backbone": "mobilenet_v3_small", "epochs": 15, "batch_size": 32, 
 
 PROFILES: dict[str, Profile] = {
     "quick": Profile("quick", ("quick-train", "quick-test"), fps=2.0, render_size=(480, 360), net_size=(64, 48),
-                     train=TRAIN_QUICK),
+                     train=TRAIN_QUICK, dense={"views": 390, "epochs": 10, "seed": 1}),
     # full: GLOMAP on all 600k tracks of 2,620 frames ran for over an hour before its last step;
     # 256 tracks per frame (39k in all) and no final retriangulation keep mapping to minutes
     "full": Profile("full", ("seq-01", "seq-02", "seq-03", "seq-04", "test-01", "test-02"), fps=4.0,
@@ -108,7 +112,10 @@ PROFILES: dict[str, Profile] = {
                     # the full profile's SfM put 21 % of the frames (whole stretches of walk near two
                     # corners) metres off, so its labels are unusable: train on the true poses until
                     # the reconstruction is fixed (benchmarks/sfm_labels.py --profile full --cached)
-                    labels="truth"),
+                    labels="truth",
+                    # 6,000 views (3.3x the 1,840 walk frames): 20 epochs took 1.68 m / 5.1 deg median
+                    # in the exploration that led here, against 5.63 m / 14.5 deg without them
+                    dense={"views": 6000, "epochs": 20, "seed": 1}),
 }
 
 
@@ -144,10 +151,12 @@ def content_key(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def stage_is_current(stage_path: Path, key: str) -> bool:
-    """Whether ``stage_path/stage.json`` records ``key``, i.e. the stage there was built from the same inputs."""
+def stage_is_current(stage_path: Path, key: str, needs: str | None = None) -> bool:
+    """Whether ``stage_path/stage.json`` records ``key``, i.e. the stage there was built from the same
+    inputs; with ``needs`` (a path relative to ``stage_path``), also whether that file, the stage's
+    main output, is still there (a user may have deleted it by hand)."""
     f = stage_path / "stage.json"
-    if not f.is_file():
+    if not f.is_file() or (needs is not None and not (stage_path / needs).is_file()):
         return False
     try:
         return json.loads(f.read_text()).get("key") == key
@@ -257,7 +266,7 @@ def sfm_dataset(profile: str | Profile = "quick", force: bool = False, progress:
     prof = get_profile(profile)
     out = stage_dir(prof, "sfm")
     key = content_key({"v": STAGE_VERSION["sfm"], "render": render_key(prof), "sfm": prof.sfm})
-    if not force and stage_is_current(out, key) and (out / "result" / "sfm.json").is_file():
+    if not force and stage_is_current(out, key, needs="result/sfm.json"):
         return SfmResult.load(out / "result")
     names = sfm_image_names(prof)
     progress = show_progress() if progress is None else progress
@@ -489,18 +498,71 @@ def train_config(profile: str | Profile = "quick", **changes):
     return TrainConfig(**{"image_size": prof.net_size, **prof.train, **changes})
 
 
+def dense_views(profile: str | Profile = "quick", views: int | None = None, labels: str | None = None,
+                force: bool = False, progress: bool | None = None):
+    """Stage ``dense/<labels>-<views>``: extra training views rendered around the training walks
+    (:mod:`campose.densify`), an unordered training sequence named ``dense-views``.
+
+    ``views``: how many (default ``profile.dense["views"]``). The views are drawn around the walk
+    poses the networks train on (``labels``, default the profile's: the aligned SfM poses or the
+    truth), leaving out each walk's validation tail (the profile's ``val_fraction`` and
+    ``val_gap``), so validation stays unseen; each view is labelled with the pose it was rendered
+    at. Stored at the networks' input size (``profile.net_size``). Cached by the renders, the
+    labels, the sampler and the count."""
+    from campose.dataset import load_sequence
+    from campose.densify import ViewSampler, render_views, sample_views
+    from campose.train import data_digest, split_validation
+
+    prof = get_profile(profile)
+    labels = prof.labels if labels is None else labels
+    views = int(prof.dense.get("views", 0) if views is None else views)
+    if views < 1:
+        raise ValueError(f"profile {prof.name} asks for no dense views: pass views >= 1")
+    seqs, _ = labelled_sequences(prof, labels, progress=progress)
+    walks = [s for s in seqs.values() if s.split == "train"]
+    cfg = train_config(prof)
+    around, _ = split_validation(walks, cfg.val_fraction, cfg.val_gap)
+    sampler, seed = ViewSampler(), int(prof.dense.get("seed", 0))
+    out = stage_dir(prof, "dense") / f"{labels}-{views}"
+    key = content_key({"v": STAGE_VERSION["dense"], "render": render_key(prof), "labels": labels,
+                       "labels_stage": stage_key(prof, "labels") if labels == "sfm" else None,
+                       "around": data_digest(around), "views": views, "sampler": sampler.to_dict(), "seed": seed,
+                       "size": prof.net_size})
+    seq_dir = out / "dense-views"
+    if not force and stage_is_current(out, key, needs="dense-views/poses.csv"):
+        return load_sequence(seq_dir)
+    t0 = time.perf_counter()
+    renderer = get_renderer(prof)
+    x = np.concatenate([s.x for s in around])
+    q = np.concatenate([s.q for s in around])
+    xs, qs, _ = sample_views(renderer.plan, x, q, views, sampler, seed=seed)
+    progress = show_progress() if progress is None else progress
+    seq = render_views(renderer, xs, qs, prof.intrinsics(), seq_dir, size=prof.net_size, progress=progress,
+                       meta={"profile": prof.name, "labels": labels, "around": [s.name for s in around],
+                             "sampler": sampler.to_dict(), "seed": seed})
+    mark_stage(out, key, {"views": views, "seconds": time.perf_counter() - t0})
+    return seq
+
+
 def train_model(profile: str | Profile = "quick", name: str = "posenet", labels: str | None = None, force: bool = False,
-                progress: bool | None = None, **changes):
+                progress: bool | None = None, dense: bool | int = False, **changes):
     """Stage ``models/<name>``: train on the profile's training walks (cached).
 
     ``changes``: :class:`campose.train.TrainConfig` fields over :func:`train_config` (e.g.
-    ``kind="mapnet", loss="smoothl1"``). The cache key holds the config, the labels (their poses
-    and the stage that made them) and the renders, so a changed label or image retrains. Returns a
-    :class:`campose.train.TrainResult` whose checkpoint is ``model_dir(profile, name)/model.pt``."""
+    ``kind="mapnet", loss="smoothl1"``). ``dense``: also train on extra views rendered around the
+    walks (:func:`dense_views`; True: the profile's count, an int: that many), for
+    ``profile.dense["epochs"]`` epochs unless ``epochs`` is given; PoseNet only. The cache key holds
+    the config, the labels (their poses and the stage that made them), the renders and the dense
+    views, so a changed label or image retrains. Returns a :class:`campose.train.TrainResult` whose
+    checkpoint is ``model_dir(profile, name)/model.pt``."""
     from campose.train import train_cached
 
     prof = get_profile(profile)
     labels = prof.labels if labels is None else labels
+    if dense is not False and dense is not None and not isinstance(dense, (bool, int)):
+        raise ValueError(f"dense must be True, False or a number of views, got {dense!r}")
+    if dense and "epochs" not in changes and "epochs" in prof.dense:
+        changes = {**changes, "epochs": prof.dense["epochs"]}
     cfg = train_config(prof, **changes)
     seqs, _ = labelled_sequences(prof, labels, progress=progress)
     train_seqs = [s for s in seqs.values() if s.split == "train"]
@@ -509,8 +571,15 @@ def train_model(profile: str | Profile = "quick", name: str = "posenet", labels:
     progress = show_progress() if progress is None else progress
     extra = {"labels": labels, "render": render_key(prof),
              "labels_stage": stage_key(prof, "labels") if labels == "sfm" else None}
+    if dense:
+        if cfg.kind != "posenet":
+            raise ValueError(f"dense views are unordered and only PoseNet trains on them, not {cfg.kind}")
+        views = dense_views(prof, None if dense is True else int(dense), labels, progress=progress)
+        train_seqs = train_seqs + [views]
+        extra["dense"] = stage_key(prof, f"dense/{labels}-{len(views)}")
     return train_cached(cfg, train_seqs, model_dir(prof, name), key_extra=extra, force=force, progress=progress,
-                        meta={"profile": prof.name, "labels": labels, "name": name})
+                        meta={"profile": prof.name, "labels": labels, "name": name,
+                              **({"dense_views": len(train_seqs[-1])} if dense else {})})
 
 
 def test_walks(profile: str | Profile = "quick", labels: str | None = None) -> tuple[dict, dict]:

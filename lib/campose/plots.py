@@ -72,6 +72,22 @@ def plot_walks(plan, sequences, ax=None, arrows_every: int = 0):
     return ax
 
 
+def plot_views(plan, walks, views, ax=None, arrows: int = 150, seed: int = 0):
+    """Extra training views (a sequence of :mod:`campose.densify`) on the plan around the ``walks``
+    they were drawn from: every view's position as a dot, and the heading of ``arrows`` of them
+    (a random subset, ``seed``) as arrows, so both their spread and their directions show."""
+    ax = plan.plot(ax=ax)
+    for s in walks:
+        ax.plot(s.x[:, 0], s.x[:, 1], "-", color="0.35", lw=1.0)
+    ax.scatter(views.x[:, 0], views.x[:, 1], s=2, color=SPLIT_COLOURS["train"], alpha=0.5, zorder=4,
+               label=f"{len(views)} views")
+    pick = np.random.default_rng(seed).permutation(len(views))[:arrows]
+    draw_cameras(ax, views.x[pick], views.q[pick], length=0.6, color="#ff7f0e", alpha=0.8)
+    ax.plot([], [], "-", color="0.35", label="training walks")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, fontsize=8, frameon=False)
+    return ax
+
+
 _PART_COLOURS = {"input": "#dddddd", "backbone": "#9ecae1", "pool": "#fdd0a2", "head": "#a1d99b", "output": "#fc9272"}
 
 

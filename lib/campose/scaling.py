@@ -131,10 +131,6 @@ def _load_rows(out: Path, columns: list[str]):
     return table
 
 
-def _is_cached(out: Path, key: str) -> bool:
-    return pipeline.stage_is_current(out, key) and (out / "rows.json").is_file()
-
-
 # ---------------------------------------------------------------------------- SfM
 def sfm_frames(profile="quick") -> tuple[str, list[str]]:
     """(name of the profile's first training walk, its frames as SfM image names relative to the
@@ -219,7 +215,7 @@ def sfm_scaling(profile="quick", sizes=None, matchers=MATCHERS, force: bool = Fa
     key = pipeline.content_key({"v": STAGE_VERSION["sfm"], "render": pipeline.render_key(prof), "walk": walk,
                                 "sizes": sizes, "matchers": matchers, "options": options,
                                 "share_extraction": bool(share_extraction)})
-    if not force and _is_cached(out, key):
+    if not force and pipeline.stage_is_current(out, key, needs="rows.json"):
         return _load_rows(out, SFM_COLUMNS)
 
     root, K = pipeline.stage_dir(prof, "render"), prof.intrinsics()
@@ -381,7 +377,7 @@ def training_scaling(profile="quick", sizes=None, kind: str = "posenet", epochs:
     label_key = pipeline.stage_key(prof, "labels") if labels == "sfm" else None
     key = pipeline.content_key({"v": STAGE_VERSION["train"], "render": pipeline.render_key(prof), "labels": labels,
                                 "labels_stage": label_key, "sizes": sizes, "config": cfg.to_dict()})
-    if not force and _is_cached(out, key):
+    if not force and pipeline.stage_is_current(out, key, needs="rows.json"):
         return _load_rows(out, TRAIN_COLUMNS)
 
     device = choose_device(cfg.device)

@@ -42,6 +42,8 @@ STUDIES: dict[str, dict[str, dict]] = {
         "MSE": {"kind": "posenet", "loss": "mse"},
         "L1, alpha = 10": {"kind": "posenet", "loss": "l1", "alpha": 10.0},
         "L1, learned weights": {"kind": "posenet", "loss": "l1", "learn_weights": True},
+        # the walks plus views rendered around them (campose.densify), for the profile's dense epochs
+        "L1, alpha = 10, dense views": {"kind": "posenet", "loss": "l1", "alpha": 10.0, "dense": True},
     },
     "mapnet": {
         "L1": {"kind": "mapnet", "loss": "l1", **MAPNET_WEIGHTS},
@@ -106,7 +108,8 @@ class Study:
             r = run.result
             row = {"run": label, "model": r.model.kind, "loss": r.config.loss,
                    "alpha": "learned" if r.config.learn_weights else r.config.alpha, "status": r.status,
-                   "best epoch": r.best_epoch, "epochs run": len(r.history), "train min": r.seconds / 60}
+                   "best epoch": r.best_epoch, "epochs run": len(r.history), "train min": r.seconds / 60,
+                   "dense views": int(r.meta.get("dense_views", 0))}
             t = run.evaluation if run.relative else run.evaluation.table
             seqs = list(t.loc[reference].index)
             key = seqs[0] if sequence == "all" and len(seqs) == 1 else sequence  # one walk: no 'all' row
@@ -119,10 +122,13 @@ class Study:
         f = self.runs[label].evaluation.frames
         return f[f["reference"] == reference]
 
-    def best(self, reference: str = "truth") -> str:
+    def best(self, reference: str = "truth", walks_only: bool = False) -> str:
         """The label of the run with the lowest median position error (MeNet: direction error)
-        against ``reference``, among runs that did not fail."""
+        against ``reference``, among runs that did not fail; ``walks_only``: among runs trained on
+        the walks alone (no extra views of :mod:`campose.densify`), for like-for-like comparisons."""
         t = self.table(reference)
+        if walks_only:
+            t = t[t["dense views"] == 0]
         ok = t[~t["status"].isin(["nan", "diverged"])]
         if ok.empty:
             ok = t
@@ -159,16 +165,22 @@ class Study:
         a2.legend(fontsize=8)
         return axes
 
-    def plot_cumulative(self, reference: str = "truth", axes=None, thresholds=((0.25, 0.5, 1.0), (2.0, 5.0))):
-        """Cumulative position (m) and rotation (deg) error curves of every absolute run on the test
-        walks against ``reference``; the thresholds are marked. Returns the two axes."""
+    def plot_cumulative(self, reference: str = "truth", axes=None, thresholds=((0.25, 0.5, 1.0), (2.0, 5.0)),
+                        only=None):
+        """Cumulative position (m) and rotation (deg) error curves of every absolute run (or of the
+        labels in ``only``) on the test walks against ``reference``; the thresholds are marked.
+        Returns the two axes."""
         import matplotlib.pyplot as plt
 
         from campose.evaluate import plot_cumulative_errors
 
         if axes is None:
             _, axes = plt.subplots(1, 2, figsize=(13, 4))
-        runs = {k: self.frames(k, reference) for k, r in self.runs.items() if not r.relative}
+        unknown = sorted(set(only or ()) - set(self.runs))
+        if unknown:
+            raise ValueError(f"no run(s) {unknown} in study {self.name}; its runs are {list(self.runs)}")
+        runs = {k: self.frames(k, reference) for k, r in self.runs.items()
+                if not r.relative and (only is None or k in only)}
         plot_cumulative_errors({k: f["position_m"] for k, f in runs.items()}, ax=axes[0],
                                thresholds=thresholds[0])
         plot_cumulative_errors({k: f["rotation_deg"] for k, f in runs.items()}, ax=axes[1],
@@ -211,6 +223,8 @@ class Study:
                             "mean position (m)", "median rotation (deg)", "mean rotation (deg)",
                             "median translation (m)", "median direction (deg)") if c in t.columns]
         keep += [c for c in t.columns if c.startswith("within")]
+        if t["dense views"].any():  # only when a run trained on extra views (campose.densify)
+            keep.insert(keep.index("train min") + 1, "dense views")
         t = t[keep]
         if report and self.name in REPORT:
             row = {c: np.nan for c in t.columns}

@@ -249,12 +249,17 @@ def split_validation(sequences, fraction: float, gap: int = 0) -> tuple[list[Seq
     validation tail holds ``round(fraction * N)`` frames (at least 1 when ``fraction > 0``).
     Returns (training parts, validation parts; empty when ``fraction == 0``); both keep the name,
     images and poses of their frames, with ``meta["split"]`` ("train"/"val") and ``meta["frames"]``
-    = [first, stop) indices into the original sequence."""
+    = [first, stop) indices into the original sequence. An unordered set of views
+    (``Sequence.ordered`` False, e.g. :mod:`campose.densify`) has no time to split in: it is all
+    training."""
     if not 0 <= fraction < 1:
         raise ValueError(f"validation fraction must be in [0, 1), got {fraction}")
     train, val = [], []
     for s in sequences:
         n = len(s)
+        if not s.ordered:
+            train.append(_part(s, 0, n, "train"))
+            continue
         n_val = max(1, round(fraction * n)) if fraction > 0 else 0
         a = n - n_val - (int(gap) if n_val else 0)
         if a < 1:
@@ -485,6 +490,10 @@ def train(config: TrainConfig, sequences, out_path=None, progress: bool | None =
     test = [s.name for s in seqs if s.split == "test"]
     if test:
         raise ValueError(f"test sequences are never used for training: {', '.join(test)}")
+    unordered = [s.name for s in seqs if not s.ordered]
+    if unordered and cfg.kind != "posenet":
+        raise ValueError(f"{cfg.kind} learns from neighbouring frames of walks, and {', '.join(unordered)} is an "
+                         "unordered set of views (campose.densify): train PoseNet on it, or leave it out")
     device = choose_device(cfg.device)
     progress = show_progress() if progress is None else progress
     t_start = time.perf_counter()
@@ -761,7 +770,7 @@ def train_cached(config: TrainConfig, sequences, out_dir, key_extra=None, force:
     key = content_key({"v": CHECKPOINT_VERSION, "config": config.to_dict(), "data": data_digest(sequences),
                        "extra": key_extra})
     path = out / "model.pt"
-    if not force and stage_is_current(out, key) and path.is_file():
+    if not force and stage_is_current(out, key, needs=path.name):
         return TrainResult.from_checkpoint(path)
     result = train(config, sequences, out_path=path, progress=progress, meta=meta)
     mark_stage(out, key, {"status": result.status, "best_epoch": result.best_epoch, "seconds": result.seconds})

@@ -1,0 +1,186 @@
+"""Extra training views around the walks (campose.densify), their pipeline stage, and how the
+trainer treats an unordered set of views."""
+
+import numpy as np
+import pytest
+
+from campose import pipeline
+from campose.camera import Intrinsics
+from campose.densify import ViewSampler, render_views, sample_views
+from campose.floorplan import load_floorplan
+from campose.geometry import camera_yaw_pitch_roll, quat_to_matrix, rotation_error_deg
+from campose.trajectory import simulate_walk
+
+
+@pytest.fixture(scope="module")
+def plan():
+    return load_floorplan()
+
+
+@pytest.fixture(scope="module")
+def walk(plan):
+    return simulate_walk(plan, ["SW", "NW", "NE"], fps=2.0, seed=3)
+
+
+def test_views_stay_inside_the_plan_with_their_margin(plan, walk):
+    sampler = ViewSampler(margin_m=0.3)
+    x, q, src = sample_views(plan, walk.x, walk.q, 400, sampler, seed=0)
+    assert x.shape == (400, 3) and q.shape == (400, 4) and src.shape == (400,)
+    np.testing.assert_allclose(np.linalg.norm(q, axis=1), 1.0, atol=1e-9)
+    for d in ([0, 0], [0.3, 0], [-0.3, 0], [0, 0.3], [0, -0.3]):
+        assert plan.inside(x[:, :2] + np.array(d)).all()
+    # near their walk pose: sideways offsets with the sampler's spread, camera height kept
+    off = x[:, :2] - walk.x[src, :2]
+    assert 0.25 < off.std() < 0.45
+    assert np.abs(x[:, 2] - walk.x[src, 2]).max() < 0.05 * 6
+
+
+def test_views_are_deterministic_in_the_seed(plan, walk):
+    a = sample_views(plan, walk.x, walk.q, 50, seed=7)
+    b = sample_views(plan, walk.x, walk.q, 50, seed=7)
+    c = sample_views(plan, walk.x, walk.q, 50, seed=8)
+    for u, v in zip(a, b):
+        np.testing.assert_array_equal(u, v)
+    assert not np.allclose(a[0], c[0])
+
+
+def test_without_noise_a_view_is_its_walk_pose_or_looks_back(plan, walk):
+    still = ViewSampler(sideways_m=0, height_m=0, yaw_deg=0, pitch_deg=0, roll_deg=0, reverse=0, margin_m=0)
+    x, q, src = sample_views(plan, walk.x, walk.q, 60, still, seed=1)
+    np.testing.assert_allclose(x, walk.x[src], atol=1e-12)
+    assert rotation_error_deg(q, walk.q[src]).max() < 1e-5
+    back = ViewSampler(sideways_m=0, height_m=0, yaw_deg=0, pitch_deg=0, roll_deg=0, reverse=1, margin_m=0)
+    x, q, src = sample_views(plan, walk.x, walk.q, 60, back, seed=1)
+    fwd, fwd_walk = quat_to_matrix(q)[:, :, 2], quat_to_matrix(walk.q[src])[:, :, 2]
+    np.testing.assert_allclose(fwd[:, :2], -fwd_walk[:, :2], atol=1e-9)  # heading reversed
+    np.testing.assert_allclose(fwd[:, 2], fwd_walk[:, 2], atol=1e-9)  # same pitch
+    _, _, roll = camera_yaw_pitch_roll(q)
+    np.testing.assert_allclose(roll, camera_yaw_pitch_roll(walk.q[src])[2], atol=1e-9)
+
+
+def test_reverse_share_follows_its_probability(plan, walk):
+    s = ViewSampler(sideways_m=0, height_m=0, yaw_deg=0, pitch_deg=0, roll_deg=0, reverse=0.5, margin_m=0)
+    _, q, src = sample_views(plan, walk.x, walk.q, 2000, s, seed=2)
+    back = rotation_error_deg(q, walk.q[src]) > 90
+    assert 0.45 < back.mean() < 0.55
+
+
+def test_bad_requests_say_what_is_wrong(plan, walk):
+    with pytest.raises(ValueError, match="n >= 1"):
+        sample_views(plan, walk.x, walk.q, 0)
+    with pytest.raises(ValueError, match="as many walk positions"):
+        sample_views(plan, walk.x, walk.q[:-1], 5)
+    with pytest.raises(ValueError, match="margin_m=50"):
+        sample_views(plan, walk.x, walk.q, 5, ViewSampler(margin_m=50), max_tries=3)
+    far = walk.x + np.array([1000.0, 0, 0])
+    with pytest.raises(ValueError, match="walk poses"):
+        sample_views(plan, far, walk.q, 5, max_tries=3)
+    with pytest.raises(ValueError, match="sideways_m"):
+        ViewSampler(sideways_m=-1)
+    with pytest.raises(ValueError, match="probability"):
+        ViewSampler(reverse=2)
+
+
+class FakeRenderer:
+    """Draws a flat image whose colour encodes the camera's x, and records the intrinsics it got."""
+
+    def __init__(self, plan):
+        self.plan, self.seen = plan, []
+
+    def render(self, x, q, K):
+        self.seen.append(K)
+        return np.full((K.height, K.width, 3), int(x[0]) % 256, np.uint8)
+
+
+def test_render_views_writes_an_unordered_sequence_at_the_network_size(plan, walk, tmp_path):
+    x, q, _ = sample_views(plan, walk.x, walk.q, 6, seed=0)
+    r = FakeRenderer(plan)
+    K = Intrinsics.from_fov(320, 240, 65.0)
+    seq = render_views(r, x, q, K, tmp_path / "dense", size=(32, 24), meta={"note": "test"})
+    assert len(seq) == 6 and not seq.ordered and seq.split == "train" and seq.meta["note"] == "test"
+    assert all(k == K for k in r.seen)  # rendered at full size, then downscaled
+    assert seq.load_image(0).shape == (24, 32, 3)
+    assert seq.intrinsics == K.scaled(32, 24)
+    np.testing.assert_allclose(seq.x, x, atol=1e-6)
+    assert seq.load_image(3)[0, 0, 0] == int(x[3, 0]) % 256
+
+
+# ---------------------------------------------------------------------------- the trainer
+def test_unordered_views_are_all_training_and_never_paired(tiny_sequence):
+    from campose.dataset import PairDataset, sequence_windows
+    from campose.train import split_validation
+
+    walk = tiny_sequence("walk", 10, seed=1)
+    views = tiny_sequence("views", 8, seed=2)
+    views.meta["ordered"] = False
+    assert walk.ordered and not views.ordered
+    tr, va = split_validation([walk, views], 0.2, gap=1)
+    assert [p.meta["frames"] for p in tr] == [[0, 7], [0, 8]]
+    assert [p.name for p in va] == ["walk"]
+    pairs = PairDataset([walk, views], size=(32, 24), max_gap=3).pairs
+    assert pairs.max() < len(walk)  # no pair inside the unordered set
+    windows = sequence_windows([walk, views], window=3)
+    assert max(max(w) for w in windows) < len(walk)
+    with pytest.raises(ValueError, match="ordered"):
+        PairDataset([views], size=(32, 24))
+
+
+def test_only_posenet_trains_on_unordered_views(tiny_sequence):
+    from campose.train import TrainConfig, train
+
+    walk = tiny_sequence("walk", 10, seed=1)
+    views = tiny_sequence("views", 8, seed=2)
+    views.meta["ordered"] = False
+    for kind in ("mapnet", "menet"):
+        with pytest.raises(ValueError, match="unordered set of views"):
+            train(TrainConfig(kind=kind, backbone="mobilenet_v3_small", image_size=(32, 24), epochs=1),
+                  [walk, views], progress=False)
+
+
+# ---------------------------------------------------------------------------- the pipeline stage
+def test_dense_stage_samples_around_training_frames_and_is_cached(tiny_profile, monkeypatch, plan):
+    """The stage draws views around the training walk's training part (not its validation tail),
+    caches them, and a PoseNet run with ``dense=True`` trains on walk + views for the profile's
+    dense epochs; MapNet refuses them."""
+
+    class EverywherePlan:
+        def inside(self, pts):
+            return np.ones(len(np.asarray(pts).reshape(-1, 2)), bool)
+
+    renders = []
+
+    class Fake(FakeRenderer):
+        def render(self, x, q, K):
+            renders.append(1)
+            return super().render(x, q, K)
+
+    prof = pipeline.profile_with(tiny_profile, dense={"views": 12, "epochs": 2, "seed": 0},
+                                 train={**tiny_profile.train, "val_fraction": 0.25, "val_gap": 1})
+    monkeypatch.setitem(pipeline.PROFILES, "tiny", prof)
+    monkeypatch.setattr(pipeline, "get_renderer", lambda profile: Fake(EverywherePlan()))
+    import campose.densify
+
+    drawn_around = []
+    real = campose.densify.sample_views
+    monkeypatch.setattr(campose.densify, "sample_views",
+                        lambda plan, x, q, n, *a, **k: drawn_around.append(np.array(x)) or real(plan, x, q, n, *a, **k))
+    seq = pipeline.dense_views("tiny", labels="truth")
+    assert len(seq) == 12 and not seq.ordered and len(renders) == 12
+    assert seq.load_image(0).shape == (24, 32, 3)  # the profile's net_size
+    walk = pipeline.render_dataset("tiny")["cli-train"]
+    n_train = 14 - round(0.25 * 14) - 1  # frames before the validation tail and its gap
+    np.testing.assert_array_equal(drawn_around[0], walk.x[:n_train])  # never around validation frames
+    assert seq.meta["around"] == ["cli-train"]
+    again = pipeline.dense_views("tiny", labels="truth")  # cached: nothing rendered
+    assert len(renders) == 12 and np.array_equal(again.x, seq.x)
+    pipeline.dense_views("tiny", views=5, labels="truth")
+    assert len(renders) == 17
+
+    run = pipeline.train_model("tiny", "dense", labels="truth", dense=True, kind="posenet", progress=False)
+    assert len(run.history) == 2 and run.meta["dense_views"] == 12
+    plain = pipeline.train_model("tiny", "plain", labels="truth", kind="posenet", progress=False)
+    assert len(plain.history) == prof.train["epochs"]
+    with pytest.raises(ValueError, match="only PoseNet"):
+        pipeline.train_model("tiny", "dense-mapnet", labels="truth", dense=True, kind="mapnet", progress=False)
+    with pytest.raises(ValueError, match="no dense views"):
+        pipeline.dense_views(pipeline.profile_with(prof, dense={}), labels="truth")
