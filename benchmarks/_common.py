@@ -10,15 +10,30 @@ from pathlib import Path
 RESULTS = Path(__file__).with_name("results")
 
 
+def version(package: str) -> str | None:
+    """An installed package's version (without importing it), or None."""
+    try:
+        from importlib.metadata import version as _version
+        return _version(package)
+    except Exception:
+        return None
+
+
 def machine() -> dict:
-    """The CPU count, processor and Python version, recorded beside every result."""
-    return {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-            "python": platform.python_version()}
+    """The CPUs this process may use, the processor, and the Python, torch and pycolmap versions,
+    recorded beside every result."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cpus = os.cpu_count()
+    return {"cpus": cpus, "processor": platform.processor() or platform.machine(),
+            "python": platform.python_version(), "torch": version("torch"), "pycolmap": version("pycolmap")}
 
 
-def write_result(name: str, result: dict, default=float) -> Path:
-    """Write ``result`` as benchmarks/results/<name>.json (``default``: json's fallback encoder)."""
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"{name}.json"
+def write_result(name: str, result: dict, default=float, path: Path | None = None) -> Path:
+    """Write ``result`` as benchmarks/results/<name>.json, or to ``path`` when given (``default``:
+    json's fallback encoder). The folder is made if needed."""
+    out = Path(path) if path is not None else RESULTS / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=default) + "\n")
     return out

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -31,17 +30,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import RESULTS, machine, write_result
+
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = Path(__file__).resolve().parent / "results"
 PIPELINE_STAGES = ("render", "sfm", "labels", "localize")
-
-
-def _version(package: str) -> str | None:
-    try:
-        from importlib.metadata import version
-        return version(package)
-    except Exception:
-        return None
 
 
 def data_root() -> Path:
@@ -145,9 +137,7 @@ def main(argv=None) -> int:
         result = json.loads(path.read_text()) if args.stages_only else {}
     except (OSError, ValueError):
         result = {}
-    result.update({"benchmark": "book_time",
-                   "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                               "python": platform.python_version(), "torch": _version("torch")}})
+    result.update({"benchmark": "book_time", "machine": machine()})
     code = 0
     if not args.stages_only:
         load_before = os.getloadavg()
@@ -173,8 +163,7 @@ def main(argv=None) -> int:
         else:
             t = s.get("seconds")
             print(f"  {s['stage']:<40} {'not timed' if t is None else f'{t:8.1f} s'}   finished {s.get('finished')}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=1, default=str) + "\n")
+    write_result("book_time", result, default=str, path=path)
     print(f"\nwritten: {path}")
     return code
 

@@ -9,7 +9,6 @@ benchmarks/results/castle_p30.json.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from _common import machine, write_result
 from campose import geometry, sfm
 from campose.align import align_with_control_points, pick_control_points
 
@@ -59,9 +59,7 @@ def main() -> list[dict]:
         print(f"{label:<55s} {r.registered:2d}/{r.total} in {len(r.model_sizes)} model(s), {wall:6.1f} s; "
               f"position median {100 * np.median(pos):5.1f} cm (max {100 * pos.max():5.1f}), "
               f"rotation median {np.median(rot):.3f} deg (max {rot.max():.2f})", flush=True)
-    out = Path(__file__).with_name("results") / "castle_p30.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"benchmark": "castle_p30", "cpus": os.cpu_count(), "results": rows}, indent=2) + "\n")
+    write_result("castle_p30", {"benchmark": "castle_p30", "machine": machine(), "results": rows})
     return rows
 
 

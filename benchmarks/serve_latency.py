@@ -28,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from _common import machine, write_result
+
 
 
 def default_checkpoint() -> Path:
@@ -178,12 +179,11 @@ def main(argv=None) -> int:
     for r in levels:
         if r["errors"]:
             print(f"errors at {r['clients']} clients, e.g. {r['error_examples']}")
-    RESULTS.mkdir(exist_ok=True)
     keys = ("kind", "backbone", "image_size", "torch_threads")
-    out = {"checkpoint": str(checkpoint), "model": {k: model[k] for k in keys},
+    out = {"benchmark": "serve_latency", "checkpoint": str(checkpoint), "model": {k: model[k] for k in keys},
            "photo": {"width": w, "height": h, "bytes": len(photo)}, "levels": levels, "snap": snap,
-           "load_average": [load_before[0], load_after[0]], "cpus": len(os.sched_getaffinity(0))}
-    (RESULTS / "serve_latency.json").write_text(json.dumps(out, indent=1))
+           "load_average": [load_before[0], load_after[0]], "machine": machine()}
+    write_result("serve_latency", out)
     return 1 if any(r["errors"] for r in levels) else 0
 
 

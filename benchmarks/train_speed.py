@@ -15,13 +15,12 @@ on a shared 2-core CPU it decides the numbers.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
-from pathlib import Path
 
 import torch
 
+from _common import machine, write_result
 from campose import pipeline
 from campose.losses import build_loss, consecutive_pairs
 from campose.models import build_model
@@ -107,11 +106,9 @@ def main(argv=None) -> dict:
                   f"{r['infer_ms_per_image_b1']:>15.1f} {r['infer_ms_per_image_b32']:>16.1f}", flush=True)
     load = {"before": load_before, "after": os.getloadavg()}
     print(f"load average (1, 5, 15 min): before {load['before']}, after {load['after']}")
-    result = {"benchmark": "train_speed", "device": str(device), "cpus": os.cpu_count(),
-              "torch": str(torch.__version__), "load_average": load, "results": rows}
-    path = Path(__file__).with_name("results") / "train_speed.json"
-    path.parent.mkdir(exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    result = {"benchmark": "train_speed", "device": str(device), "machine": machine(), "load_average": load,
+              "results": rows}
+    write_result("train_speed", result)
     return result
 
 
