@@ -11,6 +11,21 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def texture_cache(tmp_path_factory):
+    """Painted textures (campose.render.cached_textures) go to one folder for the whole session, not
+    to the user's ~/.cache: each plan and seed is painted once, and the chapters the book test runs
+    (kernels inherit the environment) load them from there too. A test may point CAMPOSE_CACHE
+    elsewhere with monkeypatch."""
+    old = os.environ.get("CAMPOSE_CACHE")
+    os.environ["CAMPOSE_CACHE"] = str(tmp_path_factory.mktemp("campose-cache"))
+    yield Path(os.environ["CAMPOSE_CACHE"])
+    if old is None:
+        os.environ.pop("CAMPOSE_CACHE", None)
+    else:
+        os.environ["CAMPOSE_CACHE"] = old
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     """The checkout: pyproject.toml, _toc.yml, chapters/, data/ ..."""

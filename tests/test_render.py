@@ -55,7 +55,7 @@ def test_open_door_and_lintel(renderer):
 
 def test_deterministic_for_a_seed():
     plan = load_floorplan()
-    a, b, c = (Renderer(plan, seed=s, wall_res=32, floor_res=16, ceil_res=16) for s in (3, 3, 4))
+    a, b, c = (Renderer(plan, seed=s, wall_res=32, floor_res=16, ceil_res=16, texture_cache=False) for s in (3, 3, 4))
     pose = ((31.0, 12.0, 1.6), camera_rotation(0.3, -0.05, 0.02))
     ia, ib, ic = (r.render(*pose, K) for r in (a, b, c))
     assert np.array_equal(ia, ib)
@@ -88,3 +88,43 @@ def test_bad_quaternion(renderer):
         renderer.render((20.0, 7.25, 1.6), (1.0, 0.5, 0.0, 0.0), K)
     with pytest.raises(ValueError):
         renderer.render((20.0, 7.25, np.nan), (1.0, 0.0, 0.0, 0.0), K)
+
+
+def test_painted_textures_are_kept_on_disk(tmp_path, monkeypatch):
+    """The second renderer of a plan and seed loads the first one's textures (bit for bit); a damaged
+    file is painted again; a changed plan, seed or resolution has its own key; ``off`` keeps nothing."""
+    import dataclasses
+
+    from campose import render
+
+    monkeypatch.setenv("CAMPOSE_CACHE", str(tmp_path / "cache"))
+    plan = load_floorplan()
+    small = dict(wall_res=32, floor_res=16, ceil_res=16)
+    first = render.cached_textures(plan, 5, **small)
+    files = list((tmp_path / "cache" / "textures").glob("*.npz"))
+    assert len(files) == 1
+    painted = []  # from here on "painting" hands back the first result (painting costs seconds)
+    monkeypatch.setattr(render, "build_textures", lambda *a, **k: painted.append(1) or first)
+    again = render.cached_textures(plan, 5, **small)
+    assert painted == []  # loaded, not painted
+    for f in dataclasses.fields(first):
+        u, v = getattr(first, f.name), getattr(again, f.name)
+        pairs = zip(u, v) if isinstance(u, tuple) else [(u, v)]
+        assert all(np.array_equal(a, b) and type(np.asarray(a).item(0)) == type(np.asarray(b).item(0))
+                   for a, b in pairs), f.name
+    pose = ((31.0, 12.0, 1.6), camera_rotation(0.3, -0.05, 0.02))
+    loaded = Renderer(plan, seed=5, **small)
+    assert painted == []
+    with_first = Renderer(plan, seed=5, **small, texture_cache=False)  # the stand-in hands it `first`
+    assert painted == [1] and np.array_equal(loaded.render(*pose, K), with_first.render(*pose, K))
+    files[0].write_bytes(b"not a texture file")
+    render.cached_textures(plan, 5, **small)
+    assert painted == [1, 1] and np.load(files[0])["wall_res"] == 32  # painted again and replaced
+
+    key = render.texture_key(plan, 5, 32, 16, 16)
+    assert key != render.texture_key(plan, 6, 32, 16, 16) != render.texture_key(plan, 5, 64, 16, 16)
+    assert key != render.texture_key(dataclasses.replace(plan, wall_height=plan.wall_height + 0.1), 5, 32, 16, 16)
+    monkeypatch.setenv("CAMPOSE_CACHE", "off")
+    assert render.texture_cache_dir() is None
+    render.cached_textures(plan, 7, **small)
+    assert painted == [1, 1, 1] and len(list((tmp_path / "cache" / "textures").glob("*.npz"))) == 1

@@ -15,8 +15,12 @@ quaternion (w, x, y, z), camera axes x right, y down, z forward.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
 
 import numba
 import numpy as np
@@ -377,9 +381,93 @@ def _render_kernel(R, C, fx, fy, pcx, pcy, width, height, nbins, solid, opening,
     return image
 
 
+# ---------------------------------------------------------------------------- texture cache
+def texture_cache_dir() -> Path | None:
+    """Where painted textures are kept between processes: ``$CAMPOSE_CACHE`` if set (``off``: no
+    cache), else ``~/.cache/campose``. Painting takes seconds per process; loading takes a fraction
+    of a second (the default floor's atlases are about 160 MB)."""
+    v = os.environ.get("CAMPOSE_CACHE")
+    if v is not None and v.strip().lower() in ("", "0", "off", "no", "false"):
+        return None
+    return Path(v) if v else Path.home() / ".cache" / "campose"
+
+
+def texture_key(plan: FloorPlan, seed: int, wall_res: float, floor_res: float, ceil_res: float) -> str:
+    """What painted textures depend on: the plan's geometry (walls, doors, spaces, heights), the
+    seed, the resolutions and the painting code itself (this module and :mod:`campose.textures`),
+    so a change to any of them paints afresh."""
+    h = hashlib.sha256()
+    for a in (plan.walls, plan.bounds):
+        h.update(np.ascontiguousarray(a, np.float64).tobytes())
+    for sp in plan.spaces:
+        h.update(f"{sp.name}|{sp.kind}|{sp.walkable}|".encode())
+        h.update(np.ascontiguousarray(sp.polygon, np.float64).tobytes())
+    h.update(json.dumps([list(plan.wall_ids), list(plan.doors), plan.wall_height, plan.door_height, int(seed),
+                         float(wall_res), float(floor_res), float(ceil_res), MIP_LEVELS], sort_keys=True,
+                        default=str).encode())
+    h.update(Path(__file__).read_bytes())
+    h.update(Path(textures.__file__).read_bytes())
+    return h.hexdigest()[:20]
+
+
+def _save_textures(tex: SceneTextures, path: Path) -> None:
+    arrays = {}
+    for f in fields(tex):
+        v = getattr(tex, f.name)
+        if isinstance(v, tuple):
+            arrays.update({f"{f.name}.{i}": np.asarray(e) for i, e in enumerate(v)})
+        else:
+            arrays[f.name] = np.asarray(v)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def _load_textures(path: Path) -> SceneTextures:
+    with np.load(path, allow_pickle=False) as z:
+        kw = {}
+        for f in fields(SceneTextures):
+            if f.name in z.files:
+                v = z[f.name]
+                kw[f.name] = v.item() if v.ndim == 0 else v
+            else:
+                parts, i = [], 0
+                while f"{f.name}.{i}" in z.files:
+                    parts.append(z[f"{f.name}.{i}"])
+                    i += 1
+                if not parts:
+                    raise KeyError(f.name)
+                kw[f.name] = tuple(parts)
+    return SceneTextures(**kw)
+
+
+def cached_textures(plan: FloorPlan, seed: int = 0, wall_res: float = 96.0, floor_res: float = 64.0,
+                    ceil_res: float = 32.0, cache_dir: Path | None | str = "default") -> SceneTextures:
+    """:func:`build_textures`, kept on disk (``cache_dir``, default :func:`texture_cache_dir`; None:
+    no cache) under :func:`texture_key`, so a later process loads them instead of painting. An
+    unreadable file is painted again; a cache folder that cannot be written is skipped."""
+    folder = texture_cache_dir() if cache_dir == "default" else (Path(cache_dir) if cache_dir else None)
+    if folder is None:
+        return build_textures(plan, seed, wall_res, floor_res, ceil_res)
+    path = folder / "textures" / f"{texture_key(plan, seed, wall_res, floor_res, ceil_res)}.npz"
+    if path.is_file():
+        try:
+            return _load_textures(path)
+        except (OSError, ValueError, KeyError, EOFError):
+            pass  # a broken or foreign file: paint again below and replace it
+    tex = build_textures(plan, seed, wall_res, floor_res, ceil_res)
+    try:
+        _save_textures(tex, path)
+    except OSError:
+        pass  # read-only or full disk: the textures are still right, only not kept
+    return tex
+
+
 # ---------------------------------------------------------------------------- public API
 class Renderer:
-    """Render views of a floor plan. Construction paints the textures (a few seconds); each
+    """Render views of a floor plan. Construction paints the textures (seconds; kept on disk by
+    :func:`cached_textures`, so later processes load them, unless ``texture_cache=False``); each
     :meth:`render` call then costs milliseconds.
 
     >>> r = Renderer(load_floorplan(), seed=0)
@@ -387,11 +475,12 @@ class Renderer:
     """
 
     def __init__(self, plan: FloorPlan, seed: int = 0, wall_res: float = 96.0, floor_res: float = 64.0,
-                 ceil_res: float = 32.0, bins_per_pixel: float = 4.0):
+                 ceil_res: float = 32.0, bins_per_pixel: float = 4.0, texture_cache: bool = True):
         self.plan = plan
         self.seed = int(seed)
         self.bins_per_pixel = float(bins_per_pixel)
-        self.tex = build_textures(plan, seed, wall_res, floor_res, ceil_res)
+        self.tex = (cached_textures(plan, seed, wall_res, floor_res, ceil_res) if texture_cache
+                    else build_textures(plan, seed, wall_res, floor_res, ceil_res))
         self._segs = np.ascontiguousarray(plan.segments, np.float64)
         self._kinds = np.ascontiguousarray(plan.kinds, np.int64)
         self._seg_wall = np.ascontiguousarray(plan.segment_wall, np.int64)
