@@ -424,9 +424,19 @@ def rows_train_studies(d: dict, profile) -> list:
     if runs:
         ok = sum(r.get("status") == "completed" for r in runs)
         per = [r.get("train_seconds") for r in runs if r.get("train_seconds")]
-        parts.append(f"{len(runs)} runs ({ok} completed), {d.get('jobs')} at a time: {wall(tr.get('wall_seconds'))} wall"
-                     + (f", {wall(min(per))} to {wall(max(per))} per run" if per else ""))
+        # a run loaded from the cache returns in seconds, far below the training time it records
+        cached = [r for r in runs if r.get("train_seconds") and (r.get("wall_seconds") or 0) < 0.2 * r["train_seconds"]]
+        spread = f", {wall(min(per))} to {wall(max(per))} per run" if per else ""
+        if cached and len(cached) == len(runs):
+            parts.append(f"{len(runs)} runs ({ok} completed), all loaded from the cache: their training took "
+                         f"{wall(sum(per))} in all{spread}, so at least {wall(sum(per) / max(1, d.get('jobs') or 1))} "
+                         f"wall {d.get('jobs')} at a time")
+        else:
+            parts.append(f"{len(runs)} runs ({ok} completed), {d.get('jobs')} at a time: {wall(tr.get('wall_seconds'))} "
+                         f"wall" + (f" ({len(cached)} of them loaded from the cache)" if cached else "") + spread)
         values["wall_seconds"] = tr.get("wall_seconds")
+        values["train_seconds_sum"] = sum(per) if per else None
+        values["cached_runs"] = len(cached)
     else:
         parts.append("reported from the cache (no training timed)")
     for study, refs in (d.get("tables") or {}).items():

@@ -423,3 +423,20 @@ def test_book_time_reads_recorded_stages(tmp_path):
     order = [s["stage"] for s in book_time.read_stages(full, ["posenet-l1", "mapnet-l1"])]
     assert order[:6] == ["render", "sfm", "labels", "localize", "models/posenet-l1", "models/mapnet-l1"]
     assert all(s["built"] is False for s in book_time.read_stages(tmp_path / "nothing", []))
+
+
+def test_studies_loaded_from_the_cache_are_not_timed_as_trained():
+    """A study whose runs all came from the cache reports their recorded training time, not the
+    seconds it took to load them; a mix says how many were cached."""
+    run = {"status": "completed", "train_seconds": 600.0}
+    cached = {"profile": "full", "labels": "truth", "jobs": 2, "tables": {},
+              "trained": {"runs": [{**run, "name": "a", "wall_seconds": 2.0}, {**run, "name": "b", "wall_seconds": 1.0}],
+                          "wall_seconds": 8.0}}
+    (_, text, values), = summary.rows_train_studies(cached, "full")
+    assert "all loaded from the cache: their training took 20.0 min in all" in text
+    assert "at least 10.0 min wall 2 at a time" in text and "8.0 s wall" not in text
+    assert values["cached_runs"] == 2 and values["train_seconds_sum"] == 1200.0
+    mixed = {**cached, "trained": {"runs": [{**run, "name": "a", "wall_seconds": 610.0},
+                                            {**run, "name": "b", "wall_seconds": 1.0}], "wall_seconds": 620.0}}
+    (_, text, _), = summary.rows_train_studies(mixed, "full")
+    assert "2 at a time: 10.3 min wall (1 of them loaded from the cache)" in text
