@@ -184,3 +184,24 @@ def test_dense_stage_samples_around_training_frames_and_is_cached(tiny_profile, 
         pipeline.train_model("tiny", "dense-mapnet", labels="truth", dense=True, kind="mapnet", progress=False)
     with pytest.raises(ValueError, match="no dense views"):
         pipeline.dense_views(pipeline.profile_with(prof, dense={}), labels="truth")
+
+
+def test_plot_views_draws_every_view_and_a_sample_of_headings(plan, walk):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from campose.plots import plot_views
+
+    class Views:  # what plot_views reads of a sequence
+        def __init__(self, x, q):
+            self.x, self.q = x, q
+
+        def __len__(self):
+            return len(self.x)
+
+    x, q, _ = sample_views(plan, walk.x, walk.q, 40, seed=3)
+    ax = plot_views(plan, [walk], Views(x, q), arrows=10)
+    dots = [c for c in ax.collections if c.get_label() == "40 views"]
+    assert len(dots) == 1 and len(dots[0].get_offsets()) == 40
+    quivers = [c for c in ax.collections if type(c).__name__ == "Quiver"]
+    assert len(quivers) == 1 and quivers[0].N == 10
