@@ -55,8 +55,8 @@ def _train(args) -> int:
     dense = getattr(args, "dense_views", None)
     if dense is not None and dense < 0:
         raise ValueError(f"--dense-views must be >= 0, got {dense}")
-    if dense is not None and "epochs" not in changes and "epochs" in prof.dense:
-        changes["epochs"] = prof.dense["epochs"]
+    if dense is not None:
+        changes = pipeline.dense_epochs(prof, changes)
     cfg = pipeline.train_config(prof, **changes)  # the profile's training settings, then the options given
     args.labels = args.labels or prof.labels
     labelled, _ = pipeline.labelled_sequences(prof, args.labels)
@@ -64,9 +64,7 @@ def _train(args) -> int:
     if not sequences:
         raise ValueError(f"profile {prof.name} has no training sequences")
     if dense is not None:
-        if cfg.kind != "posenet":
-            raise ValueError(f"--dense-views: the views are unordered and only PoseNet trains on them, not {cfg.kind}")
-        sequences.append(pipeline.dense_views(prof, dense or None, args.labels))
+        sequences.append(pipeline.dense_sequence(prof, cfg.kind, dense or None, args.labels))
     out = args.out or pipeline.stage_dir(prof, "checkpoints") / f"{cfg.kind}-{cfg.loss}-seed{cfg.seed}.pt"
     with warnings.catch_warnings():  # the message is printed below
         warnings.simplefilter("ignore", TrainingWarning)

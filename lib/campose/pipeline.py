@@ -544,6 +544,25 @@ def dense_views(profile: str | Profile = "quick", views: int | None = None, labe
     return seq
 
 
+def dense_epochs(profile: str | Profile, changes: dict) -> dict:
+    """TrainConfig ``changes`` for a run on the walks plus dense views: the profile's dense epochs
+    (``profile.dense["epochs"]``) unless ``changes`` sets ``epochs``."""
+    prof = get_profile(profile)
+    if "epochs" in changes or "epochs" not in prof.dense:
+        return dict(changes)
+    return {**changes, "epochs": prof.dense["epochs"]}
+
+
+def dense_sequence(profile: str | Profile, kind: str, views: int | None = None, labels: str | None = None,
+                   progress: bool | None = None):
+    """The :func:`dense_views` sequence for a run of model ``kind`` (``views``: None for the profile's
+    count). Refuses any model but PoseNet before rendering anything: the views are unordered, and
+    MapNet's windows and MeNet's pairs need neighbouring frames of a walk."""
+    if kind != "posenet":
+        raise ValueError(f"dense views are unordered and only PoseNet trains on them, not {kind}")
+    return dense_views(profile, views, labels, progress=progress)
+
+
 def train_model(profile: str | Profile = "quick", name: str = "posenet", labels: str | None = None, force: bool = False,
                 progress: bool | None = None, dense: bool | int = False, **changes):
     """Stage ``models/<name>``: train on the profile's training walks (cached).
@@ -561,8 +580,8 @@ def train_model(profile: str | Profile = "quick", name: str = "posenet", labels:
     labels = prof.labels if labels is None else labels
     if dense is not False and dense is not None and not isinstance(dense, (bool, int)):
         raise ValueError(f"dense must be True, False or a number of views, got {dense!r}")
-    if dense and "epochs" not in changes and "epochs" in prof.dense:
-        changes = {**changes, "epochs": prof.dense["epochs"]}
+    if dense:
+        changes = dense_epochs(prof, changes)
     cfg = train_config(prof, **changes)
     seqs, _ = labelled_sequences(prof, labels, progress=progress)
     train_seqs = [s for s in seqs.values() if s.split == "train"]
@@ -572,9 +591,7 @@ def train_model(profile: str | Profile = "quick", name: str = "posenet", labels:
     extra = {"labels": labels, "render": render_key(prof),
              "labels_stage": stage_key(prof, "labels") if labels == "sfm" else None}
     if dense:
-        if cfg.kind != "posenet":
-            raise ValueError(f"dense views are unordered and only PoseNet trains on them, not {cfg.kind}")
-        views = dense_views(prof, None if dense is True else int(dense), labels, progress=progress)
+        views = dense_sequence(prof, cfg.kind, None if dense is True else int(dense), labels, progress=progress)
         train_seqs = train_seqs + [views]
         extra["dense"] = stage_key(prof, f"dense/{labels}-{len(views)}")
     return train_cached(cfg, train_seqs, model_dir(prof, name), key_extra=extra, force=force, progress=progress,
