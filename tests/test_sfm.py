@@ -169,6 +169,8 @@ def test_bad_arguments(tmp_path):
         sfm.reconstruct(tmp_path / "img", tmp_path / "out", intrinsics=Intrinsics.from_fov(640, 480))
     with pytest.raises(sfm.SfmError, match="matcher must be"):
         sfm.reconstruct(tmp_path / "img", tmp_path / "out", matcher="vocabtree")
+    with pytest.raises(sfm.SfmError, match="min_inliers must be >= 1"):
+        sfm.reconstruct(tmp_path / "img", tmp_path / "out", min_inliers=0)
     with pytest.raises(sfm.SfmError, match="global_tracks_per_view must be >= 1"):
         sfm.reconstruct(tmp_path / "img", tmp_path / "out", mapper="global", global_tracks_per_view=0)
     with pytest.raises(sfm.SfmError, match="not one of the"):
@@ -199,6 +201,62 @@ def test_extract_and_match_features_fill_a_database(tmp_path):
         assert d.num_matched_image_pairs() == 3  # 000-001 and 001-002 in sequence, 000-002 from the list
     with pytest.raises(sfm.SfmError, match="matcher must be"):
         sfm.match_features(db, names, tmp_path / "p.txt", matcher="vocabtree")
+
+
+def test_drop_weak_pairs_removes_only_pairs_under_the_threshold(tmp_path):
+    """Verified pairs with few inliers (false matches between look-alike places) leave the pose graph."""
+    db_path = tmp_path / "database.db"
+    counts = {(0, 1): 40, (1, 2): 29, (0, 2): 30, (2, 3): 3}
+    with pycolmap.Database.open(str(db_path)) as db:
+        cid = db.write_camera(pycolmap.Camera.create_from_model_name(1, "PINHOLE", 100.0, 64, 48))
+        ids = [db.write_image(pycolmap.Image(name=f"{i}.png", camera_id=cid)) for i in range(4)]
+        for (a, b), n in counts.items():
+            g = pycolmap.TwoViewGeometry()
+            g.config = pycolmap.TwoViewGeometryConfiguration.UNCALIBRATED
+            g.inlier_matches = np.c_[np.arange(n), np.arange(n)].astype(np.uint32)
+            db.write_two_view_geometry(ids[a], ids[b], g)
+    assert sfm.drop_weak_pairs(db_path, 30) == (2, 2)
+    with pycolmap.Database.open(str(db_path)) as db:
+        pair_ids, n = db.read_two_view_geometry_num_inliers()
+        left = {tuple(ids.index(i) for i in pycolmap.pair_id_to_image_pair(p)): k for p, k in zip(pair_ids, n)}
+    assert left == {(0, 1): 40, (0, 2): 30}
+    assert sfm.drop_weak_pairs(db_path, 30) == (0, 2)  # idempotent
+    with pytest.raises(sfm.SfmError, match="min_inliers must be >= 1"):
+        sfm.drop_weak_pairs(db_path, 0)
+
+
+def test_verified_pair_errors_tell_true_pairs_from_false_ones(tmp_path):
+    """Matches projected from known poses sit on the true epipolar lines (0 px); shuffled ones do not."""
+    K = Intrinsics.from_fov(640, 480, 60.0)
+    rng = np.random.default_rng(0)
+    X = rng.uniform([6, -2, -1], [10, 2, 3], size=(50, 3))  # ahead of cameras looking east (+x)
+    poses = {f"{i}.png": (np.array([0.3 * i, 0.1 * i, 0.0]), geometry.camera_rotation(np.array([0.05 * i]))[0])
+             for i in range(4)}
+    db_path = tmp_path / "database.db"
+    with pycolmap.Database.open(str(db_path)) as db:
+        cid = db.write_camera(pycolmap.Camera.create_from_model_name(1, "PINHOLE", K.fx, 640, 480))
+        ids = {}
+        for name, (x, q) in poses.items():
+            ids[name] = db.write_image(pycolmap.Image(name=name, camera_id=cid))
+            R, t = geometry.world_to_camera(x, q)
+            pc = X @ R.T + t
+            assert (pc[:, 2] > 1).all()
+            uv = pc[:, :2] / pc[:, 2:] * K.fx + [320.0, 240.0]
+            db.write_keypoints(ids[name], uv.astype(np.float32))
+        for a, b, shuffle in [("0.png", "1.png", False), ("1.png", "2.png", True), ("2.png", "3.png", False)]:
+            g = pycolmap.TwoViewGeometry()
+            g.config = pycolmap.TwoViewGeometryConfiguration.CALIBRATED
+            j = rng.permutation(50) if shuffle else np.arange(50)
+            g.inlier_matches = np.c_[np.arange(50), j].astype(np.uint32)
+            db.write_two_view_geometry(ids[a], ids[b], g)
+    rows = {(r["a"], r["b"]): r for r in sfm.verified_pair_errors(db_path, poses)}
+    assert set(rows) == {("0.png", "1.png"), ("1.png", "2.png"), ("2.png", "3.png")}
+    assert rows[("0.png", "1.png")]["sampson_px"] < 1e-3 and rows[("2.png", "3.png")]["sampson_px"] < 1e-3
+    assert rows[("1.png", "2.png")]["sampson_px"] > 5.0
+    assert rows[("0.png", "1.png")]["inliers"] == 50 and rows[("0.png", "1.png")]["config"] == "CALIBRATED"
+    assert rows[("0.png", "1.png")]["distance_m"] == pytest.approx(np.hypot(0.3, 0.1))
+    del poses["3.png"]  # pairs with an image of unknown pose are skipped
+    assert {(r["a"], r["b"]) for r in sfm.verified_pair_errors(db_path, poses)} == {("0.png", "1.png"), ("1.png", "2.png")}
 
 
 def test_nothing_registered_is_a_clear_error(tmp_path, capsys):

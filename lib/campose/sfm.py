@@ -40,6 +40,8 @@ __all__ = [
     "poses_from_reconstruction",
     "extract_features",
     "match_features",
+    "drop_weak_pairs",
+    "verified_pair_errors",
     "reconstruct",
     "retrieval_pairs",
     "read_colmap_text_model",
@@ -397,6 +399,77 @@ def match_features(db_path: str | Path, names: Sequence[str], pairs_file: str | 
     return found
 
 
+def drop_weak_pairs(db_path: str | Path, min_inliers: int) -> tuple[int, int]:
+    """Remove the verified two-view geometries with fewer than ``min_inliers`` inlier matches from
+    the database ``db_path`` (the raw matches stay), so the mapper never sees them. Returns
+    (dropped, kept) among the pairs that had inliers.
+
+    Why: on the rendered floor's 2,620 frames, 8 % of the verified pairs (1,537 of 18,547) were
+    false matches between look-alike places 7-44 m apart (their inliers are 5 px or more off the
+    true epipolar lines), nearly all verified only by a fundamental matrix and with 15-60 inliers
+    (median 16); the global mapper put whole stretches of walks in the wrong place from them.
+    With 30 inliers 23 of them stayed and still misplaced four stretches; with 64 none stayed and
+    the graph stayed connected (12,544 pairs). COLMAP's own default is 15. A higher threshold also
+    drops weak true pairs, which a sparse photo set may need: check the result, e.g. by the
+    control-point residuals of :func:`campose.align.align_with_control_points`.
+    """
+    import pycolmap
+
+    if int(min_inliers) < 1:
+        raise SfmError(f"min_inliers must be >= 1, got {min_inliers}")
+    with pycolmap.Database.open(str(db_path)) as db:
+        pair_ids, counts = db.read_two_view_geometry_num_inliers()
+        weak = [p for p, n in zip(pair_ids, counts) if 0 < n < int(min_inliers)]
+        for p in weak:
+            db.delete_two_view_geometry(*pycolmap.pair_id_to_image_pair(p))
+        kept = sum(1 for n in counts if n >= int(min_inliers))
+    return len(weak), kept
+
+
+def verified_pair_errors(db_path: str | Path, poses: dict) -> list[dict]:
+    """How well each verified pair of the database ``db_path`` agrees with known poses (ground truth):
+    for every pair with inliers, the median Sampson distance (pixels) of its inlier matches to the
+    epipolar geometry of the two true poses. A true pair sits near 0-1 px; a false match between
+    look-alike places is many pixels off. ``poses``: image name -> (x (3,), q (4,)), our
+    camera-to-world convention; pairs with an image missing from it are skipped. Uses the
+    database's cameras (their pinhole part: distortion is ignored).
+
+    Returns one dict per pair: ``a``, ``b`` (names), ``config`` (COLMAP's verification: CALIBRATED,
+    UNCALIBRATED, ...), ``inliers``, ``sampson_px`` (median), ``distance_m`` (between the true
+    camera centres). A diagnostic for benchmarks and studies, not for the pipeline (it needs truth).
+    """
+    import pycolmap
+
+    with pycolmap.Database.open(str(db_path)) as db:
+        images = {im.image_id: im for im in db.read_all_images()}
+        K_inv = {c.camera_id: np.linalg.inv(c.calibration_matrix()) for c in db.read_all_cameras()}
+        pair_ids, geometries = db.read_two_view_geometries()
+        wanted = {i for p in pair_ids for i in pycolmap.pair_id_to_image_pair(p)}
+        keypoints = {i: db.read_keypoints(i)[:, :2].astype(float) for i in wanted
+                     if i in images and images[i].name in poses}
+    rows = []
+    for p, g in zip(pair_ids, geometries):
+        i1, i2 = pycolmap.pair_id_to_image_pair(p)
+        m = np.asarray(g.inlier_matches)
+        if len(m) == 0 or i1 not in keypoints or i2 not in keypoints:
+            continue
+        (x1, q1), (x2, q2) = poses[images[i1].name], poses[images[i2].name]
+        R1, t1 = world_to_camera(np.asarray(x1, float), np.asarray(q1, float))
+        R2, t2 = world_to_camera(np.asarray(x2, float), np.asarray(q2, float))
+        R, t = R2 @ R1.T, t2 - R2 @ R1.T @ t1  # cam2_from_cam1
+        tx = np.array([[0, -t[2], t[1]], [t[2], 0, -t[0]], [-t[1], t[0], 0]])
+        F = K_inv[images[i2].camera_id].T @ tx @ R @ K_inv[images[i1].camera_id]
+        a = np.c_[keypoints[i1][m[:, 0]], np.ones(len(m))]
+        b = np.c_[keypoints[i2][m[:, 1]], np.ones(len(m))]
+        Fa, Ftb = a @ F.T, b @ F
+        den = Fa[:, 0] ** 2 + Fa[:, 1] ** 2 + Ftb[:, 0] ** 2 + Ftb[:, 1] ** 2
+        sampson = np.abs(np.sum(b * Fa, axis=1)) / np.sqrt(np.maximum(den, 1e-300))
+        rows.append({"a": images[i1].name, "b": images[i2].name, "config": pycolmap.TwoViewGeometryConfiguration(int(g.config)).name, "inliers": len(m),
+                     "sampson_px": float(np.median(sampson)),
+                     "distance_m": float(np.linalg.norm(np.asarray(x1, float) - np.asarray(x2, float)))})
+    return rows
+
+
 # ---------------------------------------------------------------------------- pipeline
 def reconstruct(
     image_root: str | Path,
@@ -414,6 +487,7 @@ def reconstruct(
     max_num_features: int = 8192,
     global_tracks_per_view: int | None = None,
     global_retriangulation: bool = True,
+    min_inliers: int = 15,
     num_threads: int = 2,
     seed: int = 0,
     verbose: bool = False,
@@ -451,6 +525,9 @@ def reconstruct(
     bundle adjustment, triangulate all tracks again and refine (GLOMAP's last step; False skips it:
     the cameras come from the selected tracks alone and the sparse map holds only those). On the
     full profile it was still running after 27 minutes, so the full profile skips it.
+    ``min_inliers``: verified pairs with fewer inlier matches are dropped before mapping
+    (:func:`drop_weak_pairs`; also applied to reused matches). COLMAP's default, 15, let false
+    matches between look-alike corridors break the full profile's reconstruction; it uses 64.
 
     ``out_dir`` gets a fresh ``database.db`` and the models in ``sparse/<i>`` every run. When the
     mapper builds several models the largest is kept and an :class:`SfmWarning` names the sizes.
@@ -467,6 +544,8 @@ def reconstruct(
         raise SfmError(f"retrieval must be >= 0 (images retrieved per image), got {retrieval}")
     if int(overlap) < 1:
         raise SfmError(f"overlap must be >= 1, got {overlap}")
+    if int(min_inliers) < 1:
+        raise SfmError(f"min_inliers must be >= 1 (inlier matches a verified pair needs), got {min_inliers}")
     if global_tracks_per_view is not None and int(global_tracks_per_view) < 1:
         raise SfmError(f"global_tracks_per_view must be >= 1 or None, got {global_tracks_per_view}")
     if intrinsics is not None and not isinstance(intrinsics, Intrinsics):
@@ -518,13 +597,14 @@ def reconstruct(
         else:
             found = match_features(db_path, names, out / "extra_pairs.txt", matcher=matcher, overlap=overlap,
                                    retrieval=retrieval, extra_pairs=pairs, num_threads=num_threads, seed=seed)
+        dropped, n_verified = drop_weak_pairs(db_path, min_inliers)
         with pycolmap.Database.open(db_path) as db:
             n_pairs = db.num_matched_image_pairs()
-            n_verified = len(db.read_two_view_geometry_num_inliers()[0])  # pairs with inliers
         extra = (f" + {len(pairs)} loop pairs" if pairs else "") + (f" + {len(found)} retrieval pairs" if found else "")
         what = (f"reused from {features_from}" if reuse_matches
                 else f"{matcher}{f' (overlap {overlap})' if matcher == 'sequential' else ''}{extra}")
-        report("match", time.perf_counter() - t0, f"{what}: {n_verified} verified of {n_pairs} matched pairs")
+        report("match", time.perf_counter() - t0, f"{what}: {n_verified} verified of {n_pairs} matched pairs"
+               + (f" ({dropped} with fewer than {min_inliers} inliers dropped)" if dropped else ""))
 
         # -- map
         t0 = time.perf_counter()
@@ -581,6 +661,7 @@ def reconstruct(
                "intrinsics": None if intrinsics is None else intrinsics.to_dict(),
                "max_image_size": max_image_size, "max_num_features": int(max_num_features),
                "global_tracks_per_view": global_tracks_per_view, "global_retriangulation": bool(global_retriangulation),
+               "min_inliers": int(min_inliers), "weak_pairs_dropped": int(dropped),
                "num_threads": num_threads, "seed": int(seed)}
     registered = set(reg_names)
     return SfmResult(
