@@ -111,6 +111,44 @@ def test_labels_stage(tiny):
 
 
 @pytest.mark.slow
+def test_sfm_stage_maps_again_on_its_own_matches(tiny):
+    """Changing only what acts after matching (here min_inliers) reuses the stage's database: mapping only."""
+    prof, _ = tiny
+    import pycolmap
+
+    first = pipeline.sfm_dataset(prof)  # built by the labels test, or here
+    work = pipeline.stage_dir(prof, "sfm") / "work"
+    with pycolmap.Database.open(str(work / "database.db")) as db:
+        matched = db.num_matched_image_pairs()
+    note = json.loads((work / "matches.json").read_text())
+    assert note["key"] == pipeline.sfm_matches_key(prof) and note["min_inliers"] == 15
+    assert set(note["timings"]) == {"extract", "match"}
+    before = pipeline.sfm_database_key(prof)  # what localize.profile_map keys its reuse by
+    stricter = pipeline.profile_with(prof, sfm={**prof.sfm, "min_inliers": 40})
+    assert pipeline.sfm_matches_key(stricter) == note["key"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", sfm.SfmWarning)
+        res = pipeline.sfm_dataset(stricter)
+    stage = json.loads((pipeline.stage_dir(prof, "sfm") / "stage.json").read_text())
+    assert stage["matches_reused"] == note["finished"]
+    assert res.options["reuse_matches"] and res.options["min_inliers"] == 40 and res.options["weak_pairs_dropped"] > 0
+    assert {k: res.timings[k] for k in ("extract", "match")} == {k: first.timings[k] for k in ("extract", "match")}
+    assert not (work / "database.matched.db").exists()
+    assert res.registered >= 0.95 * first.registered  # a walk's first frame at 320x240 may go
+    with pycolmap.Database.open(str(work / "database.db")) as db:
+        assert db.num_matched_image_pairs() == matched  # matching skipped: the raw matches are all there
+        assert min(db.read_two_view_geometry_num_inliers()[1]) >= 40
+    assert json.loads((work / "matches.json").read_text())["min_inliers"] == 40
+    after = pipeline.sfm_database_key(stricter)
+    assert after is not None and after != before  # fewer pairs: a map built on the database is stale
+    # the database lost its pairs under 40 inliers: a lower threshold, or other matching, starts afresh
+    assert pipeline.reusable_matches(work, note["key"], 40)["finished"] == note["finished"]
+    assert pipeline.reusable_matches(work, note["key"], 15) is None
+    other = pipeline.profile_with(prof, sfm={**prof.sfm, "overlap": 3, "min_inliers": 40})
+    assert pipeline.reusable_matches(work, pipeline.sfm_matches_key(other), 40) is None
+
+
+@pytest.mark.slow
 def test_features_can_be_reused(tiny, tmp_path):
     """Matcher/mapper studies reuse one extraction: same keypoints, fresh matches, same answer."""
     prof, seqs = tiny
@@ -126,12 +164,7 @@ def test_features_can_be_reused(tiny, tmp_path):
     with pycolmap.Database.open(str(tmp_path / "a" / "database.db")) as a, \
             pycolmap.Database.open(str(tmp_path / "b" / "database.db")) as b:
         assert a.num_keypoints() == b.num_keypoints() and a.num_matched_image_pairs() == b.num_matched_image_pairs()
-        a_pairs = a.num_matched_image_pairs()
-    mapped = sfm.reconstruct(root, tmp_path / "m", features_from=tmp_path / "a" / "database.db", reuse_matches=True,
-                             **{**common, "mapper": "incremental"})
-    with pycolmap.Database.open(str(tmp_path / "m" / "database.db")) as m:
-        assert m.num_matched_image_pairs() == a_pairs  # matching skipped, the earlier matches mapped
-    assert mapped.registered == first.registered and mapped.options["reuse_matches"]
+    # mapping on reused matches (reuse_matches=True): test_sfm_stage_maps_again_on_its_own_matches
     with pytest.raises(sfm.SfmError, match="reuse_matches needs features_from"):
         sfm.reconstruct(root, tmp_path / "n", reuse_matches=True, image_names=names, progress=False)
     with pytest.raises(sfm.SfmError, match="no database at"):

@@ -718,7 +718,7 @@ def profile_map(profile="quick", labels: str | None = None, force: bool = False,
     # the SfM stage's database already holds these images' features and verified matches (made with
     # the same settings): reuse it rather than extract and match again (quick: ~100 s saved)
     sfm_db = pipeline.stage_dir(prof, "sfm") / "work" / "database.db"
-    sfm_key = pipeline.stage_key(prof, "sfm") if sfm_db.is_file() else None
+    sfm_key = pipeline.sfm_database_key(prof)  # what the database holds, not how it was mapped
     out = pipeline.stage_dir(prof, "localize") / f"map-{labels}"
     key = pipeline.content_key({"v": STAGE_VERSION, "render": pipeline.render_key(prof), "labels": labels,
                                 "labels_stage": pipeline.stage_key(prof, "labels") if labels == "sfm" else None,

@@ -105,13 +105,16 @@ PROFILES: dict[str, Profile] = {
     "quick": Profile("quick", ("quick-train", "quick-test"), fps=2.0, render_size=(480, 360), net_size=(64, 48),
                      train=TRAIN_QUICK, dense={"views": 390, "epochs": 10, "seed": 1}),
     # full: GLOMAP on all 600k tracks of 2,620 frames ran for over an hour before its last step;
-    # 256 tracks per frame (39k in all) and no final retriangulation keep mapping to minutes
+    # 256 tracks per frame (39k in all) and no final retriangulation keep mapping to minutes.
+    # min_inliers: 8 % of the verified pairs were false matches between look-alike places, with
+    # 15-60 inliers; from 64 inliers up none was left (docs/pycolmap-notes.md)
     "full": Profile("full", ("seq-01", "seq-02", "seq-03", "seq-04", "test-01", "test-02"), fps=4.0,
                     render_size=(640, 480), net_size=(128, 96), train=TRAIN_FULL,
-                    sfm={**SFM_DEFAULTS, "global_tracks_per_view": 256, "global_retriangulation": False},
-                    # the full profile's SfM put 21 % of the frames (whole stretches of walk near two
-                    # corners) metres off, so its labels are unusable: train on the true poses until
-                    # the reconstruction is fixed (benchmarks/sfm_labels.py --profile full --cached)
+                    sfm={**SFM_DEFAULTS, "global_tracks_per_view": 256, "global_retriangulation": False,
+                         "min_inliers": 64},
+                    # the networks were trained on the true poses while the SfM put 21 % of the frames
+                    # metres off; with min_inliers=64 its labels are 1.6 cm off (median), but training
+                    # on them means retraining every full model (about 134 min): not done yet
                     labels="truth",
                     # 6,000 views (3.3x the 1,840 walk frames), 20 epochs: PoseNet L1, alpha = 10 went from
                     # 5.63 m / 14.5 deg to 1.22 m / 4.1 deg median on the test walks (35 min of one core)
@@ -253,6 +256,49 @@ def sfm_image_names(profile: str | Profile) -> list[str]:
     return [sfm_name(name, img) for name in prof.sequences for img in seqs[name].images]
 
 
+#: The ``profile.sfm`` options that decide the features and verified matches (the rest, such as the
+#: mapper and ``min_inliers``, act after matching, so changing them reuses the stage's database).
+SFM_MATCH_OPTIONS = ("matcher", "overlap", "retrieval", "loop_pairs", "max_num_features", "max_image_size", "seed")
+
+
+def sfm_matches_key(profile: str | Profile) -> str:
+    """The key of the SfM stage's features and matches: the renders and :data:`SFM_MATCH_OPTIONS`."""
+    prof = get_profile(profile)
+    return content_key({"v": STAGE_VERSION["sfm"], "render": render_key(prof),
+                        "match": {k: prof.sfm.get(k) for k in SFM_MATCH_OPTIONS}})
+
+
+def reusable_matches(work: Path, key: str, min_inliers: int) -> dict | None:
+    """What ``work/matches.json`` says about the features and matches in ``work/database.db`` when
+    they can serve a run with matches key ``key`` (:func:`sfm_matches_key`) and ``min_inliers``; else
+    None. The database lost the pairs under its own ``min_inliers``, so it serves an equal or higher one."""
+    db, note = Path(work) / "database.db", Path(work) / "matches.json"
+    if not (db.is_file() and note.is_file()):
+        return None
+    try:
+        earlier = json.loads(note.read_text())
+    except json.JSONDecodeError:
+        return None
+    if earlier.get("key") != key or int(min_inliers) < int(earlier.get("min_inliers", 15)):
+        return None
+    return earlier
+
+
+def sfm_database_key(profile: str | Profile) -> str | None:
+    """A key for what the SfM stage's ``work/database.db`` holds (features, and verified matches less the
+    pairs under ``min_inliers``), for stages that reuse it (``localize.profile_map``); the mapper's
+    options do not enter it. None when there is no database; the stage key for a database that
+    predates ``work/matches.json``."""
+    work = stage_dir(profile, "sfm") / "work"
+    if not (work / "database.db").is_file():
+        return None
+    try:
+        note = json.loads((work / "matches.json").read_text())
+        return content_key({"matches": note["key"], "min_inliers": int(note.get("min_inliers", 15))})
+    except (OSError, json.JSONDecodeError, KeyError):
+        return stage_key(get_profile(profile), "sfm")
+
+
 def sfm_dataset(profile: str | Profile = "quick", force: bool = False, progress: bool | None = None):
     """Stage ``sfm``: one COLMAP reconstruction of all the profile's sequences together (training
     and test walks: the test walks need labels too, to be scored against SfM as the report did).
@@ -260,6 +306,12 @@ def sfm_dataset(profile: str | Profile = "quick", force: bool = False, progress:
     The renders are the input, as a user's photos would be; the renderer's intrinsics are given
     and held fixed (a user would calibrate the camera). Options: ``profile.sfm``. Returns a
     :class:`campose.sfm.SfmResult` in the SfM frame (arbitrary scale, rotation and origin); cached.
+
+    When only options that act after matching changed (the mapper, ``min_inliers``, ...), the
+    stage's database with its features and verified matches is reused (``work/matches.json``
+    records what built it) and only the mapping runs again; the result's ``extract`` and ``match``
+    timings are then those of the run that built them, and ``stage.json`` says so
+    (``matches_reused``). ``force`` recomputes everything.
     """
     from campose.sfm import SfmResult, reconstruct
 
@@ -270,12 +322,38 @@ def sfm_dataset(profile: str | Profile = "quick", force: bool = False, progress:
         return SfmResult.load(out / "result")
     names = sfm_image_names(prof)
     progress = show_progress() if progress is None else progress
+    work, mkey = out / "work", sfm_matches_key(prof)
+    db, note, matched = work / "database.db", work / "matches.json", work / "database.matched.db"
+    min_inliers = int(prof.sfm.get("min_inliers", 15))
+    earlier = None if force else reusable_matches(work, mkey, min_inliers)
+    reuse = {}
+    if earlier is None:
+        note.unlink(missing_ok=True)
+    else:
+        os.replace(db, matched)  # reconstruct writes a fresh database.db, copied from this one
+        reuse = {"features_from": matched, "reuse_matches": True}
+        if progress:
+            print(f"sfm: reusing the features and matches of {earlier.get('finished', 'an earlier run')}", flush=True)
     t0 = time.perf_counter()
-    res = reconstruct(stage_dir(prof, "render"), out / "work", image_names=names, intrinsics=prof.intrinsics(),
-                      progress=progress, **prof.sfm)
+    try:
+        res = reconstruct(stage_dir(prof, "render"), work, image_names=names, intrinsics=prof.intrinsics(),
+                          progress=progress, **reuse, **prof.sfm)
+    except BaseException:
+        if matched.is_file():  # put the reused database back, so the next try reuses it again
+            os.replace(matched, db)
+        raise
+    seconds = time.perf_counter() - t0
+    info = {}
+    if earlier is not None:
+        matched.unlink()
+        res.timings.update({k: earlier["timings"][k] for k in ("extract", "match") if k in earlier.get("timings", {})})
+        info["matches_reused"] = earlier.get("finished")
+    made = earlier or {"key": mkey, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+                       "timings": {k: res.timings[k] for k in ("extract", "match") if k in res.timings}}
+    note.write_text(json.dumps({**made, "min_inliers": min_inliers}, indent=2) + "\n")
     res.save(out / "result")
     mark_stage(out, key, {"registered": res.registered, "total": res.total, "model_sizes": res.model_sizes,
-                          "timings": res.timings, "seconds": time.perf_counter() - t0})
+                          "timings": res.timings, "seconds": seconds, **info})
     return SfmResult.load(out / "result")
 
 
