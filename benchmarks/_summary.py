@@ -263,6 +263,8 @@ def rows_sfm_labels(d: dict, profile) -> list:
         opts.append(f"{o['global_tracks_per_view']} tracks per view")
     if o.get("global_retriangulation") is False:
         opts.append("no final retriangulation")
+    if o.get("min_inliers"):
+        opts.append(f"pairs with at least {o['min_inliers']} inliers")
     t = d.get("sfm_timings_s") or {}
     total = d.get("sfm_seconds")
     timed = "total of the steps" if total is None else "wall"
@@ -276,8 +278,14 @@ def rows_sfm_labels(d: dict, profile) -> list:
     share = pct(100 * rate) if rate is not None else "n/a"
     fig = (f"{num(per_image)} s per image, {num(reg)}/{num(images)} registered ({share}) "
            f"in {len(models)} model{'s' if len(models) != 1 else ''}; {steps} = {secs(total)} ({timed})")
-    if d.get("sfm_seconds") is None and t:
+    if d.get("matches_reused"):
+        fig += f"; extraction and matching reused from the run of {d['matches_reused']}, mapping rerun"
+    elif d.get("sfm_seconds") is None and t:
         fig += "; reported from the cache (--cached), not rerun"
+    pairs = d.get("pairs")
+    if pairs:
+        fig += (f"; {num(pairs['false'])} of the {num(pairs['verified'])} verified pairs the mapper saw are false "
+                f"matches (> {pairs['threshold_px']:.0f} px off the true epipolar geometry)")
     rows = [(f"SfM, {prof} profile ({num(images)} frames; {', '.join(opts)})", fig,
              {"seconds_per_image": per_image, "registered": reg, "images": images, "registration_rate": rate,
               "models": len(models), "timings_s": t, "total_s": total})]
@@ -503,6 +511,8 @@ def _stage_text(s: dict) -> str:
         text += " (" + " + ".join(f"{k} {secs(v)}" for k, v in timings.items()) + ")"
     if s.get("adopted"):
         text += f" [{s['adopted']}]"
+    if s.get("matches_reused"):
+        text += f" [the wall time is the mapping's: extraction and matching reused from the run of {s['matches_reused']}]"
     return text
 
 

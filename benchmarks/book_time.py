@@ -66,7 +66,8 @@ def read_stages(profile_dir: Path, expected_models_: list[str] | None = None) ->
                 found[name] = {"stage": name, "built": True, "seconds": None, "error": str(e)}
                 continue
             entry = {"stage": name, "built": True, "seconds": info.get("seconds"), "finished": info.get("finished")}
-            for k in ("timings", "status", "best_epoch", "registered", "total", "sequences", "images", "adopted"):
+            for k in ("timings", "status", "best_epoch", "registered", "total", "sequences", "images", "adopted",
+                      "matches_reused"):
                 if k in info:
                     entry[k] = info[k]
             found[name] = entry

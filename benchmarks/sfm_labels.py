@@ -22,6 +22,22 @@ import numpy as np
 from _common import machine, write_result
 
 from campose import pipeline
+from campose import sfm as sfm_lib
+
+
+def false_pairs(prof, threshold_px: float = 5.0) -> dict | None:
+    """The verified pairs left in the SfM stage's database (what the mapper saw) checked against the
+    true poses: how many are false matches (median Sampson distance over ``threshold_px``)."""
+    db = pipeline.stage_dir(prof, "sfm") / "work" / "database.db"
+    if not db.is_file():
+        return None
+    truth = {pipeline.sfm_name(n, img): (s.x[i], s.q[i]) for n, s in pipeline.render_dataset(prof).items()
+             for i, img in enumerate(s.images)}
+    rows = sfm_lib.verified_pair_errors(db, truth)
+    bad = [r for r in rows if r["sampson_px"] > threshold_px]
+    return {"verified": len(rows), "false": len(bad), "threshold_px": threshold_px,
+            "false_inliers": [int(x) for x in np.percentile([r["inliers"] for r in bad], [0, 50, 100])] if bad else [],
+            "false_distance_m": float(np.median([r["distance_m"] for r in bad])) if bad else None}
 
 
 def main(profile: str, cached: bool = False) -> dict:
@@ -30,14 +46,16 @@ def main(profile: str, cached: bool = False) -> dict:
     t0 = time.perf_counter()
     sfm = pipeline.sfm_dataset(prof, force=not cached)
     sfm_s = time.perf_counter() - t0
+    stage = json.loads((pipeline.stage_dir(prof, "sfm") / "stage.json").read_text())
     labels = pipeline.label_dataset(prof, force=not cached)
     pe, re = labels.all_errors()
+    pairs = false_pairs(prof)
     table = labels.summary_table()
     result = {
         "benchmark": "sfm_labels", "profile": prof.name, "sfm_options": prof.sfm,
         "images": sfm.total, "registered": sfm.registered, "registration_rate": sfm.registration_rate(),
         "models": sfm.model_sizes, "sfm_timings_s": sfm.timings, "sfm_seconds": sfm_s if not cached else None,
-        "points": len(sfm.points),
+        "points": len(sfm.points), "matches_reused": stage.get("matches_reused"), "pairs": pairs,
         "control_points": len(labels.control.names), "survey_noise_m": prof.survey_noise_m,
         "control_rms_m": labels.alignment.rms,
         "position_error_m": {"median": float(np.median(pe)), "p90": float(np.percentile(pe, 90)), "max": float(pe.max())},
@@ -49,6 +67,11 @@ def main(profile: str, cached: bool = False) -> dict:
           f"({100 * sfm.registration_rate():.1f} %), models {sfm.model_sizes}, {len(sfm.points)} points")
     print("SfM time: " + ", ".join(f"{k} {v:.0f} s" for k, v in sfm.timings.items())
           + (f"; total {sfm_s:.0f} s" if not cached else " (cached)"))
+    if stage.get("matches_reused"):
+        print(f"features and matches reused from the run of {stage['matches_reused']} (their timings above)")
+    if pairs:
+        print(f"verified pairs the mapper saw: {pairs['verified']}; off the true epipolar geometry by more than "
+              f"{pairs['threshold_px']:.0f} px (false matches): {pairs['false']} (inliers {pairs['false_inliers']})")
     print(f"alignment from {len(labels.control.names)} control points (survey noise {100 * prof.survey_noise_m:.0f} cm): "
           f"RMS residual {100 * labels.alignment.rms:.1f} cm")
     print(f"label error against truth: position median {100 * np.median(pe):.1f} cm, p90 "

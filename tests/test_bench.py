@@ -47,9 +47,11 @@ FAKE = {
     "sfm_labels_full": {
         "benchmark": "sfm_labels", "profile": "full", "machine": MACHINE,
         "sfm_options": {"matcher": "sequential", "overlap": 8, "retrieval": 5, "mapper": "global",
-                        "global_tracks_per_view": 256, "global_retriangulation": False},
+                        "global_tracks_per_view": 256, "global_retriangulation": False, "min_inliers": 64},
         "images": 2620, "registered": 2620, "registration_rate": 1.0, "models": [2620],
         "sfm_timings_s": {"extract": 1050.0, "match": 2786.0, "map": 1061.9}, "sfm_seconds": None,
+        "matches_reused": "2026-11-25", "pairs": {"verified": 12544, "false": 3, "threshold_px": 5.0,
+                                                  "false_inliers": [64, 70, 80], "false_distance_m": 18.0},
         "control_points": 8, "survey_noise_m": 0.02, "control_rms_m": 5.25,
         "position_error_m": {"median": 2.518, "p90": 9.7, "max": 13328.5},
         "rotation_error_deg": {"median": 5.41, "p90": 5.61, "max": 132.0}},
@@ -125,8 +127,9 @@ FAKE = {
         "cold_stages": [{"stage": "sfm", "built": True, "seconds": 117.0}],
         "full_stages": {"profile": "full", "data_root": "/x/data/runs", "stages": [
             {"stage": "render", "built": True, "seconds": 265.7, "finished": "2026-11-25 21:45:13"},
-            {"stage": "sfm", "built": True, "seconds": 4897.9, "timings": {"extract": 1050.0, "match": 2786.0,
-                                                                          "map": 1061.9}},
+            {"stage": "sfm", "built": True, "seconds": 1312.9, "timings": {"extract": 1050.0, "match": 2786.0,
+                                                                          "map": 1292.5},
+             "matches_reused": "2026-11-25"},
             {"stage": "labels", "built": True, "seconds": None},
             {"stage": "localize", "built": False},
             {"stage": "models/posenet-l1", "built": True, "seconds": 343.5, "finished": "2026-11-26 02:17:42"},
@@ -168,9 +171,12 @@ def test_summary_rows_and_numbers(tmp_path):
     assert "extract 28 s + match 35 s + map 52 s = 117 s" in sfm
     assert "median 5.7 cm / 0.13 deg" in find(rows, "alignment, quick profile")
     full_key = next(k for k in rows if k.startswith("SfM, full profile"))
-    assert "256 tracks per view, no final retriangulation" in full_key
+    assert "256 tracks per view, no final retriangulation, pairs with at least 64 inliers" in full_key
     assert "1.9 s per image, 2,620/2,620 registered" in rows[full_key]
     assert "= 4,898 s (total of the steps)" in rows[full_key]
+    assert "extraction and matching reused from the run of 2026-11-25, mapping rerun" in rows[full_key]
+    assert "3 of the 12,544 verified pairs the mapper saw are false matches" in rows[full_key]
+    assert "reported from the cache" not in rows[full_key] and "false matches" not in find(rows, "SfM, quick profile")
     assert "geometry is wrong in places" in find(rows, "alignment, full profile")
     castle = "castle-P30 (30 real photos, known intrinsics), aligned from 8 surveyed cameras: sequential (overlap 10)"
     assert "wrong geometry" in find(rows, castle + " + retrieval 5, global")
@@ -200,7 +206,8 @@ def test_summary_rows_and_numbers(tmp_path):
     book = find(rows, "book, quick profile")
     assert book.startswith("12.1 min wall: 01_pose_problem 5.2 s, 04_structure_from_motion 180 s, HTML 41 s")
     stages = find(rows, "full profile's stages")
-    assert "render 266 s" in stages and "sfm 81.6 min (extract 1,050 s" in stages
+    assert "render 266 s" in stages and "sfm 21.9 min (extract 1,050 s" in stages
+    assert "[the wall time is the mapping's: extraction and matching reused from the run of 2026-11-25]" in stages
     assert "labels not timed" in stages and "localize not built here" in stages
     partial = dict(FAKE["book_time"], partial=True, status="failed", returncode=1)
     fig = summary.rows_book_time(partial, "quick")[0][1]
