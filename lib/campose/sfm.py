@@ -509,9 +509,11 @@ def reconstruct(
     image by image) or "global" (GLOMAP: rotation averaging and global positioning, then bundle
     adjustment). On the walk-throughs of the default floor the global mapper was the more accurate
     and put all frames into one model; on castle-P30 (30 wide-baseline photos) it registered every
-    photo but got the geometry wrong (5.4 m median error against 7 cm for the incremental mapper,
-    ``benchmarks/castle_p30.py``). Prefer "incremental" for small unordered photo sets, and check
-    a global result against a few known positions. ``features_from``: the ``database.db`` of an earlier
+    photo but got the geometry wrong (5.4 m median error against 7 cm for the incremental mapper)
+    until the false pairs were dropped: 72 of its 207 verified pairs had 15-51 inliers and did not
+    fit the true geometry, and with ``min_inliers=64`` the global mapper gave 1.9 cm / 0.04 deg
+    (``benchmarks/castle_p30.py``). Use the global mapper with a high ``min_inliers``, and check
+    its result against a few known positions. ``features_from``: the ``database.db`` of an earlier
     run on the same images; its keypoints and descriptors are reused (matches are dropped), so
     matcher and mapper settings can be compared without extracting again. ``reuse_matches``
     (with ``features_from``): keep that run's verified matches as well and go straight to mapping
@@ -527,7 +529,9 @@ def reconstruct(
     full profile it was still running after 27 minutes, so the full profile skips it.
     ``min_inliers``: verified pairs with fewer inlier matches are dropped before mapping
     (:func:`drop_weak_pairs`; also applied to reused matches). COLMAP's default, 15, let false
-    matches between look-alike corridors break the full profile's reconstruction; it uses 64.
+    matches between look-alike places break the global mapper's models of the full profile and
+    of castle-P30; both use 64. It stays the default here because a few weak images may have no
+    pair that strong (at 320x240 a walk's first frame lost its only pairs at 40).
 
     ``out_dir`` gets a fresh ``database.db`` and the models in ``sparse/<i>`` every run. When the
     mapper builds several models the largest is kept and an :class:`SfmWarning` names the sizes.
