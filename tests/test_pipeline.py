@@ -61,7 +61,8 @@ def test_retrieval_links_walks_that_sequential_matching_cannot(tiny, tmp_path):
     gap = np.array([np.linalg.norm(truth[a] - truth[b]) for a, b in cross])
     assert np.median(gap) < 3.0
 
-    linked = sfm.reconstruct(root, tmp_path / "ret", retrieval=3, **common)
+    linked = sfm.reconstruct(root, tmp_path / "ret", retrieval=3, features_from=tmp_path / "seq" / "database.db",
+                             **common)  # the same features, matched again with retrieval
     assert linked.num_models == 1 and linked.registered == linked.total == len(names)
     assert linked.options["mapper"] == "global" and linked.options["retrieval_pairs"] > 0
     K = prof.intrinsics()
