@@ -17,6 +17,7 @@ from campose.align import (
     Similarity,
     align_with_control_points,
     control_point_study,
+    implausible_jumps,
     landmark_frames,
     pick_control_points,
     ransac_similarity,
@@ -430,3 +431,29 @@ def test_pick_control_points_never_repeats_a_frame():
         pick_control_points(landmarks, names, frames, 6, radius=1.0)
     fi, li = landmark_frames(landmarks, frames[:0], radius=1.0)
     assert len(fi) == len(li) == 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 59), st.floats(2.0, 50.0), st.integers(0, 2**31 - 1))
+def test_implausible_jumps_find_exactly_the_flyaway_frame(k, away, seed):
+    """A walk at 1.2 m/s with wander, 4 frames/s; one frame moved ``away`` metres is the only one flagged,
+    wherever it is (first and last frame included)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(60) / 4.0
+    x = np.c_[1.2 * t, 0.3 * np.sin(t), 1.6 + rng.normal(0, 0.01, 60)]
+    assert not implausible_jumps(t, x).any()
+    moved = x.copy()
+    direction = rng.normal(size=3)
+    moved[k] += away * direction / np.linalg.norm(direction)
+    assert np.flatnonzero(implausible_jumps(t, moved)).tolist() == [k]
+
+
+def test_implausible_jumps_leave_a_misplaced_stretch_and_check_times():
+    t = np.arange(40) / 4.0
+    x = np.c_[1.2 * t, np.zeros(40), np.full(40, 1.6)]
+    x[10:30] += [0.0, 15.0, 0.0]  # a stretch placed wrong as a whole: two jumps, no single flyaway
+    assert not implausible_jumps(t, x).any()
+    assert not implausible_jumps(t[:1], x[:1]).any() and not implausible_jumps(t[:0], x[:0]).any()
+    with pytest.raises(AlignmentError, match="increasing"):
+        implausible_jumps(t[::-1], x)
+

@@ -99,6 +99,7 @@ def test_labels_stage(tiny):
             assert next(csv.reader(f)) == ["image", "index", "t", "position_m", "rotation_deg"]
     table = labels.summary_table()
     assert list(table.index) == list(seqs) and (table["registered"] == table["frames"]).all()
+    assert (table["implausible jumps"] == 0).all() and labels.jumps() == {n: [] for n in seqs}
     meta = json.loads((out / "alignment.json").read_text())
     assert len(meta["control_points"]) == 5 and meta["report"]["rms_m"] < 0.05
 

@@ -37,6 +37,7 @@ __all__ = [
     "study_table",
     "pick_control_points",
     "landmark_frames",
+    "implausible_jumps",
 ]
 
 # Relative tolerance on singular values of the centred point cloud: below it the points count as
@@ -677,3 +678,29 @@ def landmark_frames(landmarks: np.ndarray, frame_positions: np.ndarray,
     _, first = np.unique(nearest[usable], return_index=True)
     keep = usable[np.sort(first)]
     return nearest[keep], keep
+
+
+def implausible_jumps(t, x, max_speed_mps: float = 3.0) -> np.ndarray:
+    """Frames of one walk whose position jumps away and back: the speed from the previous frame and
+    to the next one both exceed ``max_speed_mps`` (metres per second; a walker holding a phone
+    stays well under 3). ``t`` (N,) seconds, increasing; ``x`` (N, 3) positions in metres, e.g.
+    the aligned SfM labels of the registered frames in walk order. The first and last frames need
+    only their one neighbour, and only when that neighbour is not itself flagged from its other
+    side. Needs no truth: it finds a frame SfM placed far from its neighbours (a "flyaway"), not a
+    stretch placed wrong as a whole. Returns a boolean mask (N,).
+    """
+    t = np.asarray(t, float)
+    if len(t) < 2:
+        return np.zeros(len(t), bool)
+    x = np.asarray(x, float).reshape(len(t), -1)
+    dt = np.diff(t)
+    if np.any(dt <= 0) or not np.all(np.isfinite(t)):
+        raise AlignmentError("frame times must be finite and increasing")
+    fast = np.linalg.norm(np.diff(x, axis=0), axis=1) / dt > max_speed_mps  # step i -> i+1
+    out = np.zeros(len(t), bool)
+    out[1:-1] = fast[:-1] & fast[1:]
+    if len(t) >= 3:
+        out[0] = fast[0] and not fast[1]
+        out[-1] = fast[-1] and not fast[-2]
+    return out
+

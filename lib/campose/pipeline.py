@@ -406,15 +406,27 @@ class LabelSet:
     control: ControlPoints
     sfm: object
 
+    def jumps(self, max_speed_mps: float = 3.0) -> dict:
+        """Sequence -> the labelled frames (image names) that jump away from both neighbours faster
+        than ``max_speed_mps`` (:func:`campose.align.implausible_jumps`): a check without truth."""
+        from campose.align import implausible_jumps
+
+        return {name: [img for img, bad in zip(s.images, implausible_jumps(self.errors[name]["t"], s.x,
+                                                                               max_speed_mps)) if bad]
+                for name, s in self.sequences.items()}
+
     def summary_table(self):
-        """One row per sequence: frames, registered, median/90th percentile/max label error."""
+        """One row per sequence: frames, registered, implausible jumps (:meth:`jumps`, found without
+        truth), median/90th percentile/max label error."""
         import pandas as pd
 
+        jumps = self.jumps()
         rows = []
         for name, e in self.errors.items():
             pe, re = e["position_m"], e["rotation_deg"]
             rows.append({"sequence": name, "split": self.truth[name].split, "frames": len(self.truth[name]),
-                         "registered": len(pe), "median position error (cm)": 100 * float(np.median(pe)),
+                         "registered": len(pe), "implausible jumps": len(jumps[name]),
+                         "median position error (cm)": 100 * float(np.median(pe)),
                          "p90 position error (cm)": 100 * float(np.percentile(pe, 90)),
                          "max position error (cm)": 100 * float(pe.max()),
                          "median rotation error (deg)": float(np.median(re)),
