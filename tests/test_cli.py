@@ -66,7 +66,7 @@ def test_clear_errors(tiny_profile, tmp_path, capsys):
 
 def test_train_with_dense_views(tiny_profile, tmp_path, capsys, monkeypatch):
     """``--dense-views N`` adds N views around the training walk (rendered by a stand-in renderer
-    here: the tiny walks lie off the default plan) and trains PoseNet on both; MapNet refuses."""
+    here: the tiny walks lie off the default plan) and trains PoseNet on both; MeNet refuses."""
     import numpy as np
 
     class Anywhere:
@@ -87,8 +87,8 @@ def test_train_with_dense_views(tiny_profile, tmp_path, capsys, monkeypatch):
     _, info = load_checkpoint(ckpt)
     assert info["meta"]["dense_views"] == 9 and info["split"]["dense-views"]["train"] == [0, 9]
     capsys.readouterr()
-    assert cli.main(["train", "--profile", "tiny", "--model", "mapnet", "--labels", "truth", "--dense-views", "9",
+    assert cli.main(["train", "--profile", "tiny", "--model", "menet", "--labels", "truth", "--dense-views", "9",
                      *SMALL]) == 2
-    assert "only PoseNet trains on them" in capsys.readouterr().err
+    assert "PoseNet and MapNet train on them, menet cannot" in capsys.readouterr().err
     assert cli.main(["train", "--profile", "tiny", "--labels", "truth", "--dense-views", "-1", *SMALL]) == 2
     assert "--dense-views must be >= 0" in capsys.readouterr().err

@@ -125,23 +125,43 @@ def test_unordered_views_are_all_training_and_never_paired(tiny_sequence):
         PairDataset([views], size=(32, 24))
 
 
-def test_only_posenet_trains_on_unordered_views(tiny_sequence):
-    from campose.train import TrainConfig, train
+def test_mapnet_takes_views_as_absolute_only_items_and_menet_refuses_them(tiny_sequence):
+    from campose.train import TrainConfig, _AbsoluteTask, train
 
     walk = tiny_sequence("walk", 10, seed=1)
     views = tiny_sequence("views", 8, seed=2)
     views.meta["ordered"] = False
-    for kind in ("mapnet", "menet"):
+    for kind in ("menet", "menet_siamese"):
         with pytest.raises(ValueError, match="unordered set of views"):
             train(TrainConfig(kind=kind, backbone="mobilenet_v3_small", image_size=(32, 24), epochs=1),
                   [walk, views], progress=False)
+    cfg = TrainConfig(kind="mapnet", backbone="mobilenet_v3_small", image_size=(32, 24), epochs=1, batch_size=6,
+                      window=3)
+    with pytest.raises(ValueError, match="needs at least one walk"):
+        train(cfg, [views], progress=False)
+    task = _AbsoluteTask(cfg, [walk, views], [], transform=None)
+    assert task.views.tolist() == list(range(10, 18))
+    seen = []
+    for epoch in (0, 1):
+        batches = task.batches(epoch)
+        seen.append(np.concatenate(batches))
+        for b in batches:
+            n_win = int((b < 10).sum())
+            assert n_win % 3 == 0 and (b[:n_win] < 10).all() and (b[n_win:] >= 10).all()  # windows, then views
+            pairs = task._batch_pairs(b).numpy()
+            assert len(pairs) == 2 * n_win // 3 and (pairs < n_win).all()  # neighbours in windows only
+    for s in seen:  # every view once per epoch
+        assert sorted(s[s >= 10].tolist()) == list(range(10, 18))
+    assert not np.array_equal(seen[0][seen[0] >= 10], seen[1][seen[1] >= 10])  # reshuffled per epoch
+    run = train(cfg, [walk, views], progress=False)
+    assert len(run.history) == 1 and np.isfinite(run.history[0]["train_loss"])
 
 
 # ---------------------------------------------------------------------------- the pipeline stage
 def test_dense_stage_samples_around_training_frames_and_is_cached(tiny_profile, monkeypatch, plan):
     """The stage draws views around the training walk's training part (not its validation tail),
     caches them, and a PoseNet run with ``dense=True`` trains on walk + views for the profile's
-    dense epochs; MapNet refuses them."""
+    dense epochs; MeNet refuses them."""
 
     class EverywherePlan:
         def inside(self, pts):
@@ -180,8 +200,8 @@ def test_dense_stage_samples_around_training_frames_and_is_cached(tiny_profile, 
     assert len(run.history) == 2 and run.meta["dense_views"] == 12
     plain = pipeline.train_model("tiny", "plain", labels="truth", kind="posenet", progress=False)
     assert len(plain.history) == prof.train["epochs"]
-    with pytest.raises(ValueError, match="only PoseNet"):
-        pipeline.train_model("tiny", "dense-mapnet", labels="truth", dense=True, kind="mapnet", progress=False)
+    with pytest.raises(ValueError, match="menet cannot"):
+        pipeline.train_model("tiny", "dense-menet", labels="truth", dense=True, kind="menet", progress=False)
     with pytest.raises(ValueError, match="no dense views"):
         pipeline.dense_views(pipeline.profile_with(prof, dense={}), labels="truth")
 

@@ -154,7 +154,7 @@ def _add_train_evaluate(sub) -> None:
     t.add_argument("--max-minutes", type=float, default=None, help="time budget")
     t.add_argument("--no-augment", action="store_true", help="no colour jitter")
     t.add_argument("--dense-views", type=int, default=None, metavar="N",
-                   help="PoseNet: also train on N views rendered around the training walks (campose.densify; "
+                   help="PoseNet, MapNet: also train on N views rendered around the training walks (campose.densify; "
                         "0: the profile's count); --epochs then defaults to the profile's dense epochs")
     t.add_argument("--labels", default=None, choices=["sfm", "truth"],
                    help="train on the aligned SfM labels or on the true poses (no SfM needed); default: the profile's")

@@ -646,10 +646,10 @@ def dense_epochs(profile: str | Profile, changes: dict) -> dict:
 def dense_sequence(profile: str | Profile, kind: str, views: int | None = None, labels: str | None = None,
                    progress: bool | None = None):
     """The :func:`dense_views` sequence for a run of model ``kind`` (``views``: None for the profile's
-    count). Refuses any model but PoseNet before rendering anything: the views are unordered, and
-    MapNet's windows and MeNet's pairs need neighbouring frames of a walk."""
-    if kind != "posenet":
-        raise ValueError(f"dense views are unordered and only PoseNet trains on them, not {kind}")
+    count). Refuses MeNet before rendering anything: the views are unordered, and its pairs need
+    neighbouring frames of a walk (PoseNet takes them as frames, MapNet as absolute-only items)."""
+    if kind not in ("posenet", "mapnet"):
+        raise ValueError(f"dense views are unordered: PoseNet and MapNet train on them, {kind} cannot")
     return dense_views(profile, views, labels, progress=progress)
 
 
@@ -660,7 +660,7 @@ def train_model(profile: str | Profile = "quick", name: str = "posenet", labels:
     ``changes``: :class:`campose.train.TrainConfig` fields over :func:`train_config` (e.g.
     ``kind="mapnet", loss="smoothl1"``). ``dense``: also train on extra views rendered around the
     walks (:func:`dense_views`; True: the profile's count, an int: that many), for
-    ``profile.dense["epochs"]`` epochs unless ``epochs`` is given; PoseNet only. The cache key holds
+    ``profile.dense["epochs"]`` epochs unless ``epochs`` is given; PoseNet and MapNet. The cache key holds
     the config, the labels (their poses and the stage that made them), the renders and the dense
     views, so a changed label or image retrains. Returns a :class:`campose.train.TrainResult` whose
     checkpoint is ``model_dir(profile, name)/model.pt``."""

@@ -16,7 +16,8 @@ refused: they are never used for training or model selection.
   along a half cosine to zero at ``epochs``.
 * **Models.** PoseNet: shuffled frames. MapNet: batches of whole windows of consecutive frames
   (:class:`campose.dataset.WindowBatchSampler`) and the relative terms between neighbours in a window
-  (:func:`campose.losses.consecutive_pairs`). MeNet (``menet`` and ``menet_siamese``): pairs of one
+  (:func:`campose.losses.consecutive_pairs`); unordered views (:mod:`campose.densify`) join its
+  batches as absolute-only items. MeNet (``menet`` and ``menet_siamese``): pairs of one
   sequence (:class:`campose.dataset.PairDataset`, resampled every epoch) as one 6-channel stack, the
   input both MeNet variants take (the siamese one splits it into its two images); labels are relative
   poses, t_rel in metres in camera i's axes. Translation statistics (:func:`campose.models.translation_stats`)
@@ -329,6 +330,11 @@ class _AbsoluteTask:
             stride = cfg.window_stride or cfg.window - 1
             self.sampler = WindowBatchSampler(self.data, cfg.window, max(1, cfg.batch_size // cfg.window),
                                               stride=stride, step=cfg.window_step, seed=cfg.seed)
+            # unordered views (campose.densify) have no neighbours: they join the window batches as
+            # absolute-only items, spread evenly over each epoch's batches
+            starts = np.cumsum([0] + [len(p) for p in train_parts])
+            self.views = np.concatenate([np.arange(a, b) for p, a, b in zip(train_parts, starts, starts[1:])
+                                         if not p.ordered] or [np.zeros(0, int)]).astype(int)
             if self.val is not None and cfg.select_by == "val_loss" and min(len(s) for s in val_parts) < 2:
                 raise ValueError("MapNet's validation loss needs >= 2 validation frames per sequence: "
                                  "raise val_fraction or select by position/rotation")
@@ -336,16 +342,28 @@ class _AbsoluteTask:
     def batches(self, epoch: int) -> list:
         if self.mapnet:
             self.sampler.set_epoch(epoch)
-            return list(self.sampler)
+            windows = [np.asarray(b, int) for b in self.sampler]
+            if len(self.views) and windows:
+                order = np.random.default_rng(self.cfg.seed + 7919 * (epoch + 1)).permutation(self.views)
+                windows = [np.concatenate([w, v]) for w, v in zip(windows, np.array_split(order, len(windows)))]
+            return windows
         return _shuffled_batches(len(self.data), self.cfg.batch_size, self.cfg.seed + epoch)
 
     def _pairs(self, n: int, groups=None) -> torch.Tensor:
         return consecutive_pairs(torch.arange(n) // self.cfg.window if groups is None else groups)
 
+    def _batch_pairs(self, idx) -> torch.Tensor:
+        """MapNet's pairs in a training batch: neighbours within each window; the views that follow
+        the windows (:meth:`batches`) each get a group of their own, so they pair with nothing."""
+        n_win = int(np.sum(~np.isin(np.asarray(idx), self.views))) if len(self.views) else len(idx)
+        groups = torch.arange(len(idx)) // self.cfg.window
+        groups[n_win:] = -1 - torch.arange(len(idx) - n_win)
+        return self._pairs(len(idx), groups)
+
     def batch_loss(self, model, loss, idx, device):
         img, x, q, _ = _collate(self.data, idx)
         t, r = model(img.to(device))
-        pairs = (self._pairs(len(idx)).to(device),) if self.mapnet else ()
+        pairs = (self._batch_pairs(idx).to(device),) if self.mapnet else ()
         return (*_loss_and_terms(loss, t, r, x.to(device), q.to(device), *pairs), len(idx))
 
     def validate(self, model, loss, device) -> dict:
@@ -491,9 +509,12 @@ def train(config: TrainConfig, sequences, out_path=None, progress: bool | None =
     if test:
         raise ValueError(f"test sequences are never used for training: {', '.join(test)}")
     unordered = [s.name for s in seqs if not s.ordered]
-    if unordered and cfg.kind != "posenet":
-        raise ValueError(f"{cfg.kind} learns from neighbouring frames of walks, and {', '.join(unordered)} is an "
-                         "unordered set of views (campose.densify): train PoseNet on it, or leave it out")
+    if unordered and cfg.kind not in ("posenet", "mapnet"):
+        raise ValueError(f"{cfg.kind} learns from pairs of neighbouring frames of walks, and {', '.join(unordered)} "
+                         "is an unordered set of views (campose.densify): train PoseNet or MapNet on it, or leave "
+                         "it out")
+    if unordered and cfg.kind == "mapnet" and len(unordered) == len(seqs):
+        raise ValueError(f"{cfg.kind} needs at least one walk: {', '.join(unordered)} only holds unordered views")
     device = choose_device(cfg.device)
     progress = show_progress() if progress is None else progress
     t_start = time.perf_counter()
