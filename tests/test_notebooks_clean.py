@@ -6,6 +6,7 @@ Executed copies are build artefacts (_build/stage/); strip a notebook with
 
 import ast
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -49,3 +50,21 @@ def test_first_code_cell_is_parameters(path):
                 for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
                 if isinstance(t, ast.Name)}
     assert "profile" in assigned, f"{path.name}: the parameters cell does not assign `profile`"
+
+
+_GLUED = re.compile(r"""\bglue\(\s*["']([^"']+)["']""")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.relative_to(REPO_ROOT).as_posix())
+def test_glue_keys_are_glued_in_one_cell(path):
+    """A key glued in two cells is a duplicate the book build rejects (after every chapter has run):
+    caught here in milliseconds. A branch may glue the same key twice within one cell (only one
+    branch runs); keys built at run time (f-strings) are not seen."""
+    cells = _load(path)["cells"]
+    where: dict[str, set[int]] = {}
+    for i, c in enumerate(cells):
+        if c["cell_type"] == "code":
+            for key in _GLUED.findall(_source(c)):
+                where.setdefault(key, set()).add(i)
+    twice = {k: sorted(v) for k, v in where.items() if len(v) > 1}
+    assert not twice, f"{path.name}: glue keys set in more than one cell: {twice}"
