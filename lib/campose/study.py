@@ -50,6 +50,8 @@ STUDIES: dict[str, dict[str, dict]] = {
         "SmoothL1": {"kind": "mapnet", "loss": "smoothl1", **MAPNET_WEIGHTS},
         "RMSE": {"kind": "mapnet", "loss": "rmse", **MAPNET_WEIGHTS},
         "L1, relative weight 1": {"kind": "mapnet", "loss": "l1", **{**MAPNET_WEIGHTS, "alpha_rel": 1.0}},
+        # the views of the PoseNet study, as absolute-only items beside the windows
+        "L1, dense views": {"kind": "mapnet", "loss": "l1", **MAPNET_WEIGHTS, "dense": True},
     },
 }
 
