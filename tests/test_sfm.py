@@ -221,6 +221,7 @@ def test_drop_weak_pairs_removes_only_pairs_under_the_threshold(tmp_path):
         left = {tuple(ids.index(i) for i in pycolmap.pair_id_to_image_pair(p)): k for p, k in zip(pair_ids, n)}
     assert left == {(0, 1): 40, (0, 2): 30}
     assert sfm.drop_weak_pairs(db_path, 30) == (0, 2)  # idempotent
+    assert sfm.COLMAP_MIN_INLIERS == pycolmap.TwoViewGeometryOptions().min_num_inliers  # reconstruct's default
     with pytest.raises(sfm.SfmError, match="min_inliers must be >= 1"):
         sfm.drop_weak_pairs(db_path, 0)
 

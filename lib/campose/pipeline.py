@@ -268,18 +268,27 @@ def sfm_matches_key(profile: str | Profile) -> str:
                         "match": {k: prof.sfm.get(k) for k in SFM_MATCH_OPTIONS}})
 
 
-def reusable_matches(work: Path, key: str, min_inliers: int) -> dict | None:
-    """What ``work/matches.json`` says about the features and matches in ``work/database.db`` when
-    they can serve a run with matches key ``key`` (:func:`sfm_matches_key`) and ``min_inliers``; else
-    None. The database lost the pairs under its own ``min_inliers``, so it serves an equal or higher one."""
+def _matches_note(work: Path) -> dict | None:
+    """``work/matches.json`` (what built the features and matches of ``work/database.db``: ``key``,
+    ``finished``, ``timings``, ``min_inliers``), or None when either file is missing or unreadable."""
     db, note = Path(work) / "database.db", Path(work) / "matches.json"
     if not (db.is_file() and note.is_file()):
         return None
     try:
-        earlier = json.loads(note.read_text())
-    except json.JSONDecodeError:
+        found = json.loads(note.read_text())
+    except (OSError, json.JSONDecodeError):
         return None
-    if earlier.get("key") != key or int(min_inliers) < int(earlier.get("min_inliers", 15)):
+    return found if isinstance(found, dict) and "key" in found else None
+
+
+def reusable_matches(work: Path, key: str, min_inliers: int) -> dict | None:
+    """What ``work/matches.json`` says about the features and matches in ``work/database.db`` when
+    they can serve a run with matches key ``key`` (:func:`sfm_matches_key`) and ``min_inliers``; else
+    None. The database lost the pairs under its own ``min_inliers``, so it serves an equal or higher one."""
+    from campose.sfm import COLMAP_MIN_INLIERS
+
+    earlier = _matches_note(work)
+    if earlier is None or earlier["key"] != key or int(min_inliers) < int(earlier.get("min_inliers", COLMAP_MIN_INLIERS)):
         return None
     return earlier
 
@@ -289,14 +298,15 @@ def sfm_database_key(profile: str | Profile) -> str | None:
     pairs under ``min_inliers``), for stages that reuse it (``localize.profile_map``); the mapper's
     options do not enter it. None when there is no database; the stage key for a database that
     predates ``work/matches.json``."""
+    from campose.sfm import COLMAP_MIN_INLIERS
+
     work = stage_dir(profile, "sfm") / "work"
     if not (work / "database.db").is_file():
         return None
-    try:
-        note = json.loads((work / "matches.json").read_text())
-        return content_key({"matches": note["key"], "min_inliers": int(note.get("min_inliers", 15))})
-    except (OSError, json.JSONDecodeError, KeyError):
+    note = _matches_note(work)
+    if note is None:
         return stage_key(get_profile(profile), "sfm")
+    return content_key({"matches": note["key"], "min_inliers": int(note.get("min_inliers", COLMAP_MIN_INLIERS))})
 
 
 def sfm_dataset(profile: str | Profile = "quick", force: bool = False, progress: bool | None = None):
@@ -313,7 +323,7 @@ def sfm_dataset(profile: str | Profile = "quick", force: bool = False, progress:
     timings are then those of the run that built them, and ``stage.json`` says so
     (``matches_reused``). ``force`` recomputes everything.
     """
-    from campose.sfm import SfmResult, reconstruct
+    from campose.sfm import COLMAP_MIN_INLIERS, SfmResult, reconstruct
 
     prof = get_profile(profile)
     out = stage_dir(prof, "sfm")
@@ -324,7 +334,7 @@ def sfm_dataset(profile: str | Profile = "quick", force: bool = False, progress:
     progress = show_progress() if progress is None else progress
     work, mkey = out / "work", sfm_matches_key(prof)
     db, note, matched = work / "database.db", work / "matches.json", work / "database.matched.db"
-    min_inliers = int(prof.sfm.get("min_inliers", 15))
+    min_inliers = int(prof.sfm.get("min_inliers", COLMAP_MIN_INLIERS))
     earlier = None if force else reusable_matches(work, mkey, min_inliers)
     reuse = {}
     if earlier is None:
@@ -648,7 +658,9 @@ def dense_sequence(profile: str | Profile, kind: str, views: int | None = None, 
     """The :func:`dense_views` sequence for a run of model ``kind`` (``views``: None for the profile's
     count). Refuses MeNet before rendering anything: the views are unordered, and its pairs need
     neighbouring frames of a walk (PoseNet takes them as frames, MapNet as absolute-only items)."""
-    if kind not in ("posenet", "mapnet"):
+    from campose.train import VIEW_KINDS
+
+    if kind not in VIEW_KINDS:
         raise ValueError(f"dense views are unordered: PoseNet and MapNet train on them, {kind} cannot")
     return dense_views(profile, views, labels, progress=progress)
 

@@ -28,6 +28,7 @@ from campose.geometry import camera_to_world_from_cw, world_to_camera
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "COLMAP_MIN_INLIERS",
     "SfmError",
     "SfmWarning",
     "SfmResult",
@@ -47,6 +48,10 @@ __all__ = [
     "read_colmap_text_model",
     "read_colmap_camera",
 ]
+
+#: COLMAP's own minimum of inlier matches for a verified pair (``TwoViewGeometryOptions.min_num_inliers``):
+#: the default of :func:`reconstruct`'s ``min_inliers``.
+COLMAP_MIN_INLIERS = 15
 
 #: File endings :func:`list_images` treats as images (case-insensitive).
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -487,7 +492,7 @@ def reconstruct(
     max_num_features: int = 8192,
     global_tracks_per_view: int | None = None,
     global_retriangulation: bool = True,
-    min_inliers: int = 15,
+    min_inliers: int = COLMAP_MIN_INLIERS,
     num_threads: int = 2,
     seed: int = 0,
     verbose: bool = False,

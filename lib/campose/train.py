@@ -195,6 +195,11 @@ class TrainConfig:
 
 
 # ---------------------------------------------------------------------------- seeds, device
+#: The models that train on unordered views (:mod:`campose.densify`): PoseNet as frames, MapNet as
+#: absolute-only items beside its windows. MeNet's pairs need neighbouring frames of a walk.
+VIEW_KINDS = ("posenet", "mapnet")
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python's ``random``, numpy's global generator and torch (CPU and CUDA)."""
     random.seed(seed)
@@ -509,7 +514,7 @@ def train(config: TrainConfig, sequences, out_path=None, progress: bool | None =
     if test:
         raise ValueError(f"test sequences are never used for training: {', '.join(test)}")
     unordered = [s.name for s in seqs if not s.ordered]
-    if unordered and cfg.kind not in ("posenet", "mapnet"):
+    if unordered and cfg.kind not in VIEW_KINDS:
         raise ValueError(f"{cfg.kind} learns from pairs of neighbouring frames of walks, and {', '.join(unordered)} "
                          "is an unordered set of views (campose.densify): train PoseNet or MapNet on it, or leave "
                          "it out")
