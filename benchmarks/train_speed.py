@@ -1,7 +1,7 @@
 """Network speed on this machine: training images/s and inference ms/image.
 
 Training: one AdamW step (forward, loss, backward, update) on a batch of 32 random images (MeNet:
-32 stacked pairs); inference: eval mode without gradients at batch 1 and 32. By default the
+32 stacked pairs), in channels-last memory order as the trainer uses; inference: eval mode without gradients at batch 1 and 32. By default the
 profiles' own settings (backbone and network input size of ``quick`` and ``full``) for every model
 kind, plus PoseNet with ResNet-18 for reference, with 1 and 2 torch threads on the CPU (or on CUDA
 when present), so the trainer's thread choice (:func:`campose.train.cpu_threads`) can be checked.
@@ -41,10 +41,10 @@ def measure(kind: str, backbone: str, size, threads: int, device: torch.device, 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     w, h = size
-    model = build_model(kind, backbone=backbone).to(device)
+    model = build_model(kind, backbone=backbone).to(device, memory_format=torch.channels_last)  # as the trainer
     loss = build_loss(kind)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    images = torch.randn(batch, model.in_channels, h, w, device=device)
+    images = torch.randn(batch, model.in_channels, h, w, device=device).contiguous(memory_format=torch.channels_last)
     x = torch.randn(batch, 3, device=device)
     q = torch.nn.functional.normalize(torch.randn(batch, 4, device=device), dim=1)
     pairs = consecutive_pairs(torch.arange(batch) // 3)  # MapNet: windows of 3 frames
@@ -59,7 +59,8 @@ def measure(kind: str, backbone: str, size, threads: int, device: torch.device, 
 
     model.train()
     train_s = _timed(step, repeats)
-    model.eval()
+    model.to(memory_format=torch.contiguous_format).eval()  # inference as evaluate and serve run it
+    images = images.contiguous()
     out = {"model": kind, "backbone": backbone, "width": w, "height": h, "threads": threads,
            "device": device.type, "train_batch": batch,
            "train_images_per_s": batch / train_s}

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from campose.camera import Intrinsics
-from campose.dataset import (DatasetError, PairDataset, PoseDataset, Sequence, WindowBatchSampler, load_sequence,
-                             read_poses, sequence_windows, write_sequence)
+from campose.dataset import (DatasetError, ImageCache, PairDataset, PoseDataset, Sequence, WindowBatchSampler,
+                             load_sequence, read_poses, sequence_windows, write_sequence)
 from campose.geometry import camera_rotation
 
 K = Intrinsics.from_fov(64, 48)
@@ -92,6 +92,28 @@ def test_torch_dataset(tmp_path):
     assert tuple(img.shape) == (3, 24, 32) and k == 2
     assert np.allclose(xi.numpy(), x[2]) and np.allclose(qi.numpy(), q[2], atol=1e-6)
     assert len(ds) == 6
+
+
+def test_image_cache_stores_resized_images_once(tmp_path, monkeypatch):
+    x, q = poses(6)
+    seq = write_sequence(tmp_path / "s", frames(6), x, q, K)
+    cache = ImageCache(tmp_path / "cache")
+    plain = [PoseDataset([seq], (32, 24))[k][0] for k in range(6)]
+    cached = [PoseDataset([seq], (32, 24), image_cache=tmp_path / "cache")[k][0] for k in range(6)]
+    assert all(a.equal(b) for a, b in zip(plain, cached))  # the same pixels as decoding
+    path = cache.path(seq, (32, 24))
+    assert path.is_file() and np.load(path).shape == (6, 24, 32, 3)
+    assert cache.images(seq, (64, 48)) is None  # already at that size: nothing to cache
+    # a second dataset reads the file and decodes nothing
+    monkeypatch.setattr(Sequence, "load_image", lambda self, i: (_ for _ in ()).throw(AssertionError("decoded")))
+    again = PoseDataset([seq], (32, 24), image_cache=cache)
+    assert all(again[k][0].equal(plain[k]) for k in range(6))
+    monkeypatch.undo()
+    # a changed image is a new entry, never the stale one
+    write_sequence(tmp_path / "s", frames(6, seed=1), x, q, K)
+    seq = load_sequence(tmp_path / "s")
+    assert cache.path(seq, (32, 24)) != path
+    assert not PoseDataset([seq], (32, 24), image_cache=cache)[0][0].equal(plain[0])
 
 
 def test_render_stage_is_cached(tmp_path, monkeypatch):

@@ -86,6 +86,31 @@ def test_colour_jitter_changes_colours_not_geometry():
     assert torch.allclose(T.ColourJitter(0, 0, 0, 0)(img), img, atol=1e-5)
 
 
+def test_colour_jitter_on_a_batch_is_torchvision_image_by_image():
+    import torchvision.transforms.functional as TF
+
+    from campose.dataset import IMAGENET_MEAN, IMAGENET_STD
+
+    mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    imgs = (torch.rand(5, 3, 6, 8, generator=torch.Generator().manual_seed(0)) - mean) / std
+    out = T.ColourJitter(0.4, 0.3, 0.5, 0.05, seed=7)(imgs)
+    f, h = T.ColourJitter(0.4, 0.3, 0.5, 0.05, seed=7).factors(5)  # the same draws
+    assert ((f - 1).abs() <= torch.tensor([0.4, 0.3, 0.5])).all() and (h.abs() <= 0.05).all()
+    for k in range(5):
+        ref = (imgs[k] * std + mean).clamp(0, 1)
+        ref = TF.adjust_saturation(TF.adjust_contrast(TF.adjust_brightness(ref, float(f[k, 0])), float(f[k, 1])),
+                                   float(f[k, 2]))
+        ref = (TF.adjust_hue(ref, float(h[k])) - mean) / std
+        assert torch.allclose(out[k], ref, atol=1e-5)
+    # a stack of two images (MeNet's 6 channels): each image its own factors, as two images in a row
+    stacked = T.ColourJitter(0.4, 0.3, 0.5, 0.05, seed=7)(imgs[:4].reshape(2, 6, 6, 8))
+    four = T.ColourJitter(0.4, 0.3, 0.5, 0.05, seed=7)(imgs[:4])
+    assert torch.allclose(stacked.reshape(4, 3, 6, 8), four, atol=1e-6)
+    assert not torch.allclose(four[0], four[1] - imgs[1] + imgs[0], atol=1e-3)  # not one jitter for the pair
+    with pytest.raises(ValueError, match="3k, H, W"):
+        T.ColourJitter()(torch.zeros(2, 4, 6, 8))
+
+
 # ---------------------------------------------------------------------------- learning
 def test_a_tiny_posenet_overfits_a_handful_of_images(tiny_sequence):
     walk = tiny_sequence("walk", 9, seed=5)

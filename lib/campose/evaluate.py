@@ -61,14 +61,15 @@ def model_outputs(model, dataset, batch_size: int = 32, device=None,
 
 
 def predict(model, sequences, size, batch_size: int = 32, device=None,
-            num_threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+            num_threads: int | None = None, image_cache=None) -> tuple[np.ndarray, np.ndarray]:
     """Camera-to-world poses of every frame of ``sequences`` (a list, or a name -> Sequence dict),
     in order: ``(x (N, 3) metres, q (N, 4) unit, w >= 0)``, float64. ``size`` = (width, height)
-    the model was trained at. Eval mode, no gradients. PoseNet and MapNet only."""
+    the model was trained at. Eval mode, no gradients. PoseNet and MapNet only. ``image_cache``:
+    :class:`campose.dataset.ImageCache` (or its folder) for the resized images."""
     if getattr(model, "in_channels", 3) != 3:
         raise ValueError(f"{type(model).__name__} predicts relative poses of image pairs: use predict_pairs")
     seqs = list(sequences.values()) if isinstance(sequences, Mapping) else list(sequences)
-    t, r = model_outputs(model, PoseDataset(seqs, size), batch_size, device, num_threads)
+    t, r = model_outputs(model, PoseDataset(seqs, size, image_cache=image_cache), batch_size, device, num_threads)
     x, q = model.to_pose(t, r)
     return x.double().numpy(), q.double().numpy()
 
@@ -176,14 +177,14 @@ class Evaluation:
 
 
 def evaluate(model, sequences, references: Mapping, size, batch_size: int = 32, device=None,
-             thresholds=THRESHOLDS) -> Evaluation:
+             thresholds=THRESHOLDS, image_cache=None) -> Evaluation:
     """Predict every frame of ``sequences`` (name -> Sequence: the test walks' images, e.g. the
     rendered truth with all frames) and score them against each reference (name -> {sequence name ->
     Sequence}, e.g. ``{"labels": ..., "truth": ...}``)."""
     seqs = dict(sequences) if isinstance(sequences, Mapping) else {s.name: s for s in sequences}
     preds, named = {}, {}
     for name, s in seqs.items():
-        x, q = predict(model, [s], size, batch_size, device)
+        x, q = predict(model, [s], size, batch_size, device, image_cache=image_cache)
         preds[name], named[name] = (x, q), (list(s.images), x, q)
     frames = frame_errors(named, references)
     return Evaluation(preds, frames, summarize(frames, thresholds))
@@ -214,21 +215,22 @@ def relative_errors(t_pred, q_pred, t_true, q_true) -> dict[str, np.ndarray]:
             "rotation_deg": _valid_rows(rotation_error_deg, q_pred, q_true, True)}
 
 
-def predict_pairs(model, sequences, size, max_gap: int = 10, seed: int = 0, batch_size: int = 32, device=None):
+def predict_pairs(model, sequences, size, max_gap: int = 10, seed: int = 0, batch_size: int = 32, device=None,
+                  image_cache=None):
     """MeNet's relative poses of pairs drawn from ``sequences`` (:class:`campose.dataset.PairDataset`,
     ``max_gap``, ``seed``, one partner per frame). Returns (the PairDataset, t_rel (P, 3) metres in
     camera i's axes, q_rel (P, 4) unit, w >= 0)."""
     if getattr(model, "in_channels", 3) != 6:
         raise ValueError(f"{type(model).__name__} predicts absolute poses: use predict")
     seqs = list(sequences.values()) if isinstance(sequences, Mapping) else list(sequences)
-    pairs = PairDataset(seqs, size, max_gap=max_gap, seed=seed, stacked=True)
+    pairs = PairDataset(PoseDataset(seqs, size, image_cache=image_cache), max_gap=max_gap, seed=seed, stacked=True)
     t, r = model_outputs(model, pairs, batch_size, device)
     t, q = model.to_pose(t, r)
     return pairs, t.double().numpy(), q.double().numpy()
 
 
 def evaluate_pairs(model, sequences, references: Mapping, size, max_gap: int = 10, seed: int = 0,
-                   batch_size: int = 32, device=None, overall: bool = True):
+                   batch_size: int = 32, device=None, overall: bool = True, image_cache=None):
     """MeNet on pairs of each test sequence, against each reference's relative poses (pairs where
     the reference has both frames). Returns a DataFrame indexed by (reference, sequence): pairs,
     median t_rel error (m), median direction error (deg), median relative rotation error (deg); with
@@ -238,7 +240,7 @@ def evaluate_pairs(model, sequences, references: Mapping, size, max_gap: int = 1
     seqs = dict(sequences) if isinstance(sequences, Mapping) else {s.name: s for s in sequences}
     errors: dict[str, list] = {}
     for name, s in seqs.items():
-        pairs, t, q = predict_pairs(model, [s], size, max_gap, seed, batch_size, device)
+        pairs, t, q = predict_pairs(model, [s], size, max_gap, seed, batch_size, device, image_cache=image_cache)
         img_i = [s.images[i] for i in pairs.pairs[:, 0]]
         img_j = [s.images[j] for j in pairs.pairs[:, 1]]
         for ref_name, ref in references.items():

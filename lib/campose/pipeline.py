@@ -665,6 +665,31 @@ def dense_sequence(profile: str | Profile, kind: str, views: int | None = None, 
     return dense_views(profile, views, labels, progress=progress)
 
 
+def image_cache(profile: str | Profile):
+    """The profile's :class:`campose.dataset.ImageCache` (``<data root>/<profile>/images``): the walks'
+    images at the networks' input size, decoded once for all training and evaluation runs."""
+    from campose.dataset import ImageCache
+
+    return ImageCache(stage_dir(profile, "images"))
+
+
+def cache_images(profile: str | Profile = "quick", labels: str | None = None, progress: bool | None = None) -> int:
+    """Fill the profile's :func:`image_cache` with what its runs read: the training parts and
+    validation tails of the training walks (as :func:`campose.train.split_validation` cuts them with
+    the profile's settings) and the test walks. Parallel runs (:func:`campose.study.train_all`) call
+    it first, so no two processes decode the same images. Returns the number of sequences cached."""
+    from campose.train import split_validation
+
+    prof = get_profile(profile)
+    cfg = train_config(prof)
+    seqs, truth = labelled_sequences(prof, labels, progress=progress)
+    train_parts, val_parts = split_validation([s for s in seqs.values() if s.split == "train"], cfg.val_fraction,
+                                              cfg.val_gap)
+    parts = train_parts + val_parts + [s for s in truth.values() if s.split == "test"]
+    cache = image_cache(prof)
+    return sum(cache.images(s, cfg.image_size) is not None for s in parts)
+
+
 def train_model(profile: str | Profile = "quick", name: str = "posenet", labels: str | None = None, force: bool = False,
                 progress: bool | None = None, dense: bool | int = False, **changes):
     """Stage ``models/<name>``: train on the profile's training walks (cached).
@@ -698,7 +723,8 @@ def train_model(profile: str | Profile = "quick", name: str = "posenet", labels:
         extra["dense"] = stage_key(prof, f"dense/{labels}-{len(views)}")
     return train_cached(cfg, train_seqs, model_dir(prof, name), key_extra=extra, force=force, progress=progress,
                         meta={"profile": prof.name, "labels": labels, "name": name,
-                              **({"dense_views": len(train_seqs[-1])} if dense else {})})
+                              **({"dense_views": len(train_seqs[-1])} if dense else {})},
+                        image_cache=image_cache(prof))
 
 
 def test_walks(profile: str | Profile = "quick", labels: str | None = None) -> tuple[dict, dict]:
@@ -745,9 +771,10 @@ def evaluate_model(profile: str | Profile, result, labels: str | None = None, ba
     test, refs = test_walks(prof, labels)
     size = tuple(result.config.image_size)
     if getattr(result.model, "in_channels", 3) == 6:
-        out = evaluate_pairs(result.model, test, refs, size, max_gap=result.config.max_gap, batch_size=batch_size)
+        out = evaluate_pairs(result.model, test, refs, size, max_gap=result.config.max_gap, batch_size=batch_size,
+                             image_cache=image_cache(prof))
     else:
-        out = evaluate(result.model, test, refs, size, batch_size=batch_size)
+        out = evaluate(result.model, test, refs, size, batch_size=batch_size, image_cache=image_cache(prof))
     if cache is not None:
         tmp = cache.with_suffix(".tmp")
         with open(tmp, "wb") as f:

@@ -279,6 +279,10 @@ def _train_one(profile, name: str, labels: str, changes: dict) -> dict:
             "train_seconds": r.seconds, "wall_seconds": time.perf_counter() - t0}
 
 
+#: model kinds from the slowest to train per epoch to the fastest (benchmarks/train_speed.py)
+_KIND_COST = ("menet_siamese", "mapnet", "menet", "posenet")
+
+
 def train_all(profile, studies=None, labels: str | None = None, jobs: int = 2, progress: bool | None = None,
               **common) -> dict:
     """Train every run of ``studies`` (names in :data:`STUDIES`, default all) on ``profile`` into
@@ -301,8 +305,16 @@ def train_all(profile, studies=None, labels: str | None = None, jobs: int = 2, p
         raise ValueError(f"unknown study(ies) {unknown}; choose from {', '.join(STUDIES)}")
     if int(jobs) < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
-    pipeline.labelled_sequences(prof, labels)  # build the data stages once, here, not in every worker
+    # build the data stages once, here, not in every worker: labels, dense views, resized images
+    pipeline.labelled_sequences(prof, labels)
     tasks = [(run_name(st, label), {**changes, **common}) for st in names for label, changes in STUDIES[st].items()]
+    for kind in sorted({c.get("kind", "posenet") for _, c in tasks if c.get("dense")}):
+        pipeline.dense_sequence(prof, kind, None, labels, progress=progress)
+    pipeline.cache_images(prof, labels, progress=progress)
+    order = {name: i for i, (name, _) in enumerate(tasks)}  # the rows come back in the studies' order
+    # longest first (dense views, then the slower models), so the last job to finish is a short one
+    cost = {k: i for i, k in enumerate(_KIND_COST)}
+    tasks.sort(key=lambda t: (not t[1].get("dense", False), cost.get(t[1].get("kind", "posenet"), len(cost))))
     progress = pipeline.show_progress() if progress is None else progress
     t0, rows = time.perf_counter(), []
     bar = tqdm(total=len(tasks), desc=f"train {prof.name} studies", disable=not progress)
@@ -317,7 +329,6 @@ def train_all(profile, studies=None, labels: str | None = None, jobs: int = 2, p
                 rows.append(f.result())
                 bar.update()
     bar.close()
-    order = {name: i for i, (name, _) in enumerate(tasks)}
     rows.sort(key=lambda r: order[r["name"]])
     return {"profile": prof.name, "labels": labels, "jobs": int(jobs), "runs": rows,
             "wall_seconds": time.perf_counter() - t0}
