@@ -1,0 +1,127 @@
+"""How PoseNet's accuracy on the full profile's test walks grows with dense views and epochs: an
+exploration run on a lent GPU (an NVIDIA H200, 2026-11-26), not a benchmark of ``make bench``.
+
+The recipe is the full profile's dense-view run (*PoseNet, L1, alpha = 10, dense views*:
+mobilenet_v3_small from scratch, 128 x 96, batch 32, AdamW 1e-3 with cosine decay, last epoch kept),
+trained on the true poses, with the view count and the epochs varied. Two things differ from the
+book's stages, both to fit a 15-minute GPU lease: the walks travel as JPEG (quality 95) at the
+network size instead of being rendered there (``export``), and the views are rendered there around
+the walks' training parts with :func:`campose.densify.sample_views` (seed 1; 12,000 views, split in
+two halves of 6,000: the 6,000-view runs use the first half). The three runs train at once, one
+process each.
+
+Steps (``$OUT``: where results go; ``CAMPOSE_DATA`` a scratch folder on the GPU machine)::
+
+    python benchmarks/experiments/dense_views_gpu.py export .exp/walks          # here: 21 MB
+    # there, with lib/ on PYTHONPATH:
+    python dense_views_gpu.py render .exp/walks 0 12000 & python dense_views_gpu.py render .exp/walks 1 12000 & wait
+    python dense_views_gpu.py train .exp/walks A-6k-20ep 0 20 &
+    python dense_views_gpu.py train .exp/walks B-12k-20ep 0,1 20 &
+    python dense_views_gpu.py train .exp/walks C-6k-40ep 0 40 & wait
+
+Each ``train`` writes ``$OUT/<name>.json``: the run's settings, time, speed and its
+:func:`campose.evaluate.evaluate` table against the true poses. Results are in the README.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+OUT = Path(os.environ.get("OUT", "/tmp/out"))
+DENSE = Path(os.environ.get("DENSE_VIEWS", "/tmp/dense"))
+
+
+def log(*a) -> None:
+    print(*a, flush=True)
+    OUT.mkdir(parents=True, exist_ok=True)
+    with open(OUT / "log.txt", "a") as f:
+        print(*a, file=f)
+
+
+def export(folder: Path) -> None:
+    """The full profile's six walks at the network size, true poses, images as JPEG (quality 95)."""
+    from PIL import Image
+
+    from campose import pipeline
+    from campose.dataset import resized_image, write_poses
+
+    prof = pipeline.get_profile("full")
+    for name, s in pipeline.render_dataset(prof, progress=False).items():
+        d = folder / name / "images"
+        d.mkdir(parents=True, exist_ok=True)
+        names = [f"{i:06d}.jpg" for i in range(len(s))]
+        for i, n in enumerate(names):
+            Image.fromarray(resized_image(s, i, prof.net_size)).save(d / n, quality=95)
+        write_poses(folder / name / "poses.csv", names, s.x, s.q)
+        (folder / name / "intrinsics.json").write_text((s.root / "intrinsics.json").read_text())
+        (folder / name / "sequence.json").write_text(json.dumps({**s.meta, "split": s.split}, default=str))
+        log(name, len(s))
+
+
+def walks(folder: Path) -> dict:
+    from campose.dataset import load_sequence
+
+    return {p.name: load_sequence(p) for p in sorted(folder.iterdir())}
+
+
+def render(folder: Path, part: int, n: int, parts: int = 2) -> None:
+    """Part ``part`` of ``n`` views drawn around the training parts of the walks, at the network size."""
+    import numpy as np
+
+    from campose import pipeline
+    from campose.densify import ViewSampler, render_views, sample_views
+    from campose.train import split_validation
+
+    prof = pipeline.get_profile("full")
+    cfg = pipeline.train_config(prof)
+    around, _ = split_validation([s for s in walks(folder).values() if s.split == "train"], cfg.val_fraction,
+                                 cfg.val_gap)
+    r = pipeline.get_renderer(prof)
+    x, q = np.concatenate([s.x for s in around]), np.concatenate([s.q for s in around])
+    xs, qs, _ = sample_views(r.plan, x, q, n, ViewSampler(), seed=1)
+    sl = slice(part * n // parts, (part + 1) * n // parts)
+    t = time.time()
+    render_views(r, xs[sl], qs[sl], prof.intrinsics(), DENSE / f"part{part}", size=prof.net_size)
+    log(f"rendered part {part}: {sl.stop - sl.start} views in {time.time() - t:.0f} s")
+
+
+def train(folder: Path, name: str, parts: list[int], epochs: int) -> None:
+    """PoseNet, L1, alpha = 10 on the training walks plus the view ``parts``, scored on the test walks."""
+    import torch
+
+    from campose import pipeline
+    from campose.dataset import load_sequence
+    from campose.evaluate import evaluate
+    from campose.train import train as train_run
+
+    w = walks(folder)
+    seqs = [s for s in w.values() if s.split == "train"] + [load_sequence(DENSE / f"part{p}") for p in parts]
+    test = {n: s for n, s in w.items() if s.split == "test"}
+    cfg = pipeline.train_config("full", kind="posenet", loss="l1", alpha=10.0, epochs=epochs)
+    t = time.time()
+    res = train_run(cfg, seqs, progress=False)
+    secs = time.time() - t
+    table = evaluate(res.model, test, {"truth": test}, cfg.image_size).table.reset_index()
+    row = {"run": name, "views": sum(len(s) for s in seqs if not s.ordered), "epochs": epochs,
+           "status": res.status, "train_s": secs,
+           "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+           "img_per_s_last": res.history[-1]["samples_per_s"], "table": table.to_dict(orient="records")}
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / f"{name}.json").write_text(json.dumps(row, indent=1, default=str))
+    log(name, f"{secs:.0f} s", table.round(3).to_string())
+
+
+if __name__ == "__main__":
+    cmd, folder = sys.argv[1], Path(sys.argv[2])
+    if cmd == "export":
+        export(folder)
+    elif cmd == "render":
+        render(folder, int(sys.argv[3]), int(sys.argv[4]))
+    elif cmd == "train":
+        train(folder, sys.argv[3], [int(p) for p in sys.argv[4].split(",")], int(sys.argv[5]))
+    else:
+        sys.exit(f"unknown step {cmd!r}: export, render or train")
