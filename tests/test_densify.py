@@ -198,6 +198,15 @@ def test_dense_stage_samples_around_training_frames_and_is_cached(tiny_profile, 
 
     run = pipeline.train_model("tiny", "dense", labels="truth", dense=True, kind="posenet", progress=False)
     assert len(run.history) == 2 and run.meta["dense_views"] == 12
+    # a run with its own validation split gets views drawn around its own training frames only
+    n_renders = len(renders)
+    own = pipeline.train_model("tiny", "dense-own-val", labels="truth", dense=True, kind="posenet", val_fraction=0.5,
+                               progress=False)
+    np.testing.assert_array_equal(drawn_around[-1], walk.x[:14 - 7 - 1])
+    assert own.meta["dense_views"] == 12 and len(renders) == n_renders + 12
+    assert (pipeline.stage_dir("tiny", "dense") / "truth-12-val0.5-gap1" / "dense-views" / "poses.csv").is_file()
+    pipeline.train_model("tiny", "dense", labels="truth", dense=True, kind="posenet", progress=False)
+    assert len(renders) == n_renders + 12  # the profile's own views and run: still cached
     plain = pipeline.train_model("tiny", "plain", labels="truth", kind="posenet", progress=False)
     assert len(plain.history) == prof.train["epochs"]
     with pytest.raises(ValueError, match="menet cannot"):

@@ -64,7 +64,8 @@ def _train(args) -> int:
     if not sequences:
         raise ValueError(f"profile {prof.name} has no training sequences")
     if dense is not None:
-        sequences.append(pipeline.dense_sequence(prof, cfg.kind, dense or None, args.labels))
+        sequences.append(pipeline.dense_sequence(prof, cfg.kind, dense or None, args.labels,
+                                                 val_fraction=cfg.val_fraction, val_gap=cfg.val_gap))
     out = args.out or pipeline.stage_dir(prof, "checkpoints") / f"{cfg.kind}-{cfg.loss}-seed{cfg.seed}.pt"
     with warnings.catch_warnings():  # the message is printed below
         warnings.simplefilter("ignore", TrainingWarning)

@@ -599,16 +599,18 @@ def train_config(profile: str | Profile = "quick", **changes):
 
 
 def dense_views(profile: str | Profile = "quick", views: int | None = None, labels: str | None = None,
-                force: bool = False, progress: bool | None = None):
+                force: bool = False, progress: bool | None = None, val_fraction: float | None = None,
+                val_gap: int | None = None):
     """Stage ``dense/<labels>-<views>``: extra training views rendered around the training walks
     (:mod:`campose.densify`), an unordered training sequence named ``dense-views``.
 
     ``views``: how many (default ``profile.dense["views"]``). The views are drawn around the walk
     poses the networks train on (``labels``, default the profile's: the aligned SfM poses or the
-    truth), leaving out each walk's validation tail (the profile's ``val_fraction`` and
-    ``val_gap``), so validation stays unseen; each view is labelled with the pose it was rendered
-    at. Stored at the networks' input size (``profile.net_size``). Cached by the renders, the
-    labels, the sampler and the count."""
+    truth), leaving out each walk's validation tail (``val_fraction`` and ``val_gap``: a run's own,
+    default the profile's), so validation stays unseen; each view is labelled with the pose it was
+    rendered at. Stored at the networks' input size (``profile.net_size``). Cached by the renders,
+    the labels, the walk frames they are drawn around, the sampler and the count; views drawn
+    around another validation split than the profile's go to a folder of their own."""
     from campose.dataset import load_sequence
     from campose.densify import ViewSampler, render_views, sample_views
     from campose.train import data_digest, split_validation
@@ -621,9 +623,12 @@ def dense_views(profile: str | Profile = "quick", views: int | None = None, labe
     seqs, _ = labelled_sequences(prof, labels, progress=progress)
     walks = [s for s in seqs.values() if s.split == "train"]
     cfg = train_config(prof)
-    around, _ = split_validation(walks, cfg.val_fraction, cfg.val_gap)
+    fraction = cfg.val_fraction if val_fraction is None else float(val_fraction)
+    gap = cfg.val_gap if val_gap is None else int(val_gap)
+    around, _ = split_validation(walks, fraction, gap)
     sampler, seed = ViewSampler(), int(prof.dense.get("seed", 0))
-    out = stage_dir(prof, "dense") / f"{labels}-{views}"
+    own = (fraction, gap) != (cfg.val_fraction, cfg.val_gap)  # a run's own validation split
+    out = stage_dir(prof, "dense") / (f"{labels}-{views}" + (f"-val{fraction:g}-gap{gap}" if own else ""))
     key = content_key({"v": STAGE_VERSION["dense"], "render": render_key(prof), "labels": labels,
                        "labels_stage": stage_key(prof, "labels") if labels == "sfm" else None,
                        "around": data_digest(around), "views": views, "sampler": sampler.to_dict(), "seed": seed,
@@ -654,15 +659,17 @@ def dense_epochs(profile: str | Profile, changes: dict) -> dict:
 
 
 def dense_sequence(profile: str | Profile, kind: str, views: int | None = None, labels: str | None = None,
-                   progress: bool | None = None):
+                   progress: bool | None = None, val_fraction: float | None = None, val_gap: int | None = None):
     """The :func:`dense_views` sequence for a run of model ``kind`` (``views``: None for the profile's
     count). Refuses MeNet before rendering anything: the views are unordered, and its pairs need
-    neighbouring frames of a walk (PoseNet takes them as frames, MapNet as absolute-only items)."""
+    neighbouring frames of a walk (PoseNet takes them as frames, MapNet as absolute-only items).
+    ``val_fraction``, ``val_gap``: the run's validation split (default the profile's), so no view is
+    drawn around a frame the run validates on."""
     from campose.train import VIEW_KINDS
 
     if kind not in VIEW_KINDS:
         raise ValueError(f"dense views are unordered: PoseNet and MapNet train on them, {kind} cannot")
-    return dense_views(profile, views, labels, progress=progress)
+    return dense_views(profile, views, labels, progress=progress, val_fraction=val_fraction, val_gap=val_gap)
 
 
 def image_cache(profile: str | Profile):
@@ -718,9 +725,10 @@ def train_model(profile: str | Profile = "quick", name: str = "posenet", labels:
     extra = {"labels": labels, "render": render_key(prof),
              "labels_stage": stage_key(prof, "labels") if labels == "sfm" else None}
     if dense:
-        views = dense_sequence(prof, cfg.kind, None if dense is True else int(dense), labels, progress=progress)
+        views = dense_sequence(prof, cfg.kind, None if dense is True else int(dense), labels, progress=progress,
+                               val_fraction=cfg.val_fraction, val_gap=cfg.val_gap)
         train_seqs = train_seqs + [views]
-        extra["dense"] = stage_key(prof, f"dense/{labels}-{len(views)}")
+        extra["dense"] = stage_key(prof, f"dense/{Path(views.root).parent.name}")
     return train_cached(cfg, train_seqs, model_dir(prof, name), key_extra=extra, force=force, progress=progress,
                         meta={"profile": prof.name, "labels": labels, "name": name,
                               **({"dense_views": len(train_seqs[-1])} if dense else {})},
