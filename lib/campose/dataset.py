@@ -220,14 +220,24 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def image_to_tensor(img: np.ndarray, size: tuple[int, int] | None = None, mean=IMAGENET_MEAN, std=IMAGENET_STD):
-    """uint8 (H, W, 3) RGB -> float tensor (3, h, w), resized to ``size`` = (width, height) and
-    normalised per channel. The one preprocessing used for training, evaluation and serving."""
-    import torch
+def resize_rgb(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 (H, W, 3) RGB at ``size`` = (width, height), PIL bilinear: the one resampling of the
+    networks' inputs (training, evaluation, serving, the stored dense views); unchanged if already so."""
     from PIL import Image
 
-    if size is not None and (img.shape[1], img.shape[0]) != tuple(size):
-        img = np.asarray(Image.fromarray(img).resize(tuple(size), Image.BILINEAR))
+    if (img.shape[1], img.shape[0]) == tuple(size):
+        return img
+    return np.asarray(Image.fromarray(img).resize(tuple(size), Image.BILINEAR))
+
+
+def image_to_tensor(img: np.ndarray, size: tuple[int, int] | None = None, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    """uint8 (H, W, 3) RGB -> float tensor (3, h, w), resized to ``size`` = (width, height)
+    (:func:`resize_rgb`) and normalised per channel. The one preprocessing used for training,
+    evaluation and serving."""
+    import torch
+
+    if size is not None:
+        img = resize_rgb(img, size)
     t = torch.from_numpy(np.array(img, dtype=np.float32)).permute(2, 0, 1).div_(255.0)
     m = torch.tensor(mean).view(3, 1, 1)
     s = torch.tensor(std).view(3, 1, 1)
@@ -235,13 +245,8 @@ def image_to_tensor(img: np.ndarray, size: tuple[int, int] | None = None, mean=I
 
 
 def resized_image(seq: Sequence, i: int, size: tuple[int, int]) -> np.ndarray:
-    """Image ``i`` of ``seq`` as uint8 (H, W, 3) RGB at ``size`` = (width, height) (PIL bilinear)."""
-    from PIL import Image
-
-    img = seq.load_image(i)
-    if (img.shape[1], img.shape[0]) != tuple(size):
-        img = np.asarray(Image.fromarray(img).resize(tuple(size), Image.BILINEAR))
-    return img
+    """Image ``i`` of ``seq`` as uint8 (H, W, 3) RGB at ``size`` = (width, height) (:func:`resize_rgb`)."""
+    return resize_rgb(seq.load_image(i), size)
 
 
 class ImageCache:

@@ -102,16 +102,13 @@ def render_views(renderer, x, q, intrinsics, root, size: tuple[int, int] | None 
     ``size`` = (width, height): store the images downscaled to it (the networks' input size) with
     the same resampling as training (:func:`campose.dataset.image_to_tensor`), so thousands of views
     take megabytes, not gigabytes; the stored intrinsics are scaled to match."""
-    from PIL import Image
-
-    from campose.dataset import write_sequence
+    from campose.dataset import resize_rgb, write_sequence
 
     x, q = np.asarray(x, float), np.asarray(q, float)
     K = intrinsics
     if size is not None and tuple(size) != (K.width, K.height):
         w, h = (int(v) for v in size)
-        frames = (np.asarray(Image.fromarray(renderer.render(x[j], q[j], K)).resize((w, h), Image.BILINEAR))
-                  for j in range(len(x)))
+        frames = (resize_rgb(renderer.render(x[j], q[j], K), (w, h)) for j in range(len(x)))
         K_out = K.scaled(w, h)
     else:
         frames = (renderer.render(x[j], q[j], K) for j in range(len(x)))

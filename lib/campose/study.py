@@ -308,8 +308,13 @@ def train_all(profile, studies=None, labels: str | None = None, jobs: int = 2, p
     # build the data stages once, here, not in every worker: labels, dense views, resized images
     pipeline.labelled_sequences(prof, labels)
     tasks = [(run_name(st, label), {**changes, **common}) for st in names for label, changes in STUDIES[st].items()]
-    for kind in sorted({c.get("kind", "posenet") for _, c in tasks if c.get("dense")}):
-        pipeline.dense_sequence(prof, kind, None, labels, progress=progress)
+    splits = set()  # the validation splits of the runs with dense views: one set of views each
+    for _, changes in tasks:
+        if changes.get("dense"):
+            cfg = pipeline.train_config(prof, **{k: v for k, v in changes.items() if k != "dense"})
+            splits.add((cfg.val_fraction, cfg.val_gap))
+    for fraction, gap in sorted(splits):
+        pipeline.dense_views(prof, None, labels, progress=progress, val_fraction=fraction, val_gap=gap)
     pipeline.cache_images(prof, labels, progress=progress)
     order = {name: i for i, (name, _) in enumerate(tasks)}  # the rows come back in the studies' order
     # longest first (dense views, then the slower models), so the last job to finish is a short one
