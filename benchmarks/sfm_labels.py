@@ -31,8 +31,7 @@ def false_pairs(prof, threshold_px: float = 5.0) -> dict | None:
     db = pipeline.stage_dir(prof, "sfm") / "work" / "database.db"
     if not db.is_file():
         return None
-    truth = {pipeline.sfm_name(n, img): (s.x[i], s.q[i]) for n, s in pipeline.render_dataset(prof).items()
-             for i, img in enumerate(s.images)}
+    truth = pipeline.true_poses(pipeline.render_dataset(prof))
     rows = sfm_lib.verified_pair_errors(db, truth)
     bad = [r for r in rows if r["sampson_px"] > threshold_px]
     return {"verified": len(rows), "false": len(bad), "threshold_px": threshold_px,

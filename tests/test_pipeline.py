@@ -38,6 +38,18 @@ def tiny(tmp_path_factory):
     mp.undo()
 
 
+def test_true_poses_are_keyed_by_the_sfm_names(tiny):
+    prof, seqs = tiny
+    truth = pipeline.true_poses(seqs)
+    assert sorted(truth) == sorted(pipeline.sfm_image_names(prof))
+    for name, s in seqs.items():
+        for i in (0, len(s) - 1):
+            x, q = truth[pipeline.sfm_name(name, s.images[i])]
+            assert np.array_equal(x, s.x[i]) and np.array_equal(q, s.q[i])
+    assert not np.array_equal(truth[pipeline.sfm_name("tiny-a", seqs["tiny-a"].images[0])][0],
+                              truth[pipeline.sfm_name("tiny-b", seqs["tiny-b"].images[0])][0])
+
+
 @pytest.mark.slow
 def test_retrieval_links_walks_that_sequential_matching_cannot(tiny, tmp_path):
     prof, seqs = tiny
@@ -57,8 +69,8 @@ def test_retrieval_links_walks_that_sequential_matching_cannot(tiny, tmp_path):
     assert len(pairs) == len({frozenset(p) for p in pairs}) and all(a != b for a, b in pairs)
     assert len(cross) >= len(names) // 2
     # retrieved pairs look at the same place: their true camera centres are close
-    truth = {f"{s.name}/images/{img}": s.x[i] for s in seqs.values() for i, img in enumerate(s.images)}
-    gap = np.array([np.linalg.norm(truth[a] - truth[b]) for a, b in cross])
+    truth = pipeline.true_poses(seqs)
+    gap = np.array([np.linalg.norm(truth[a][0] - truth[b][0]) for a, b in cross])
     assert np.median(gap) < 3.0
 
     linked = sfm.reconstruct(root, tmp_path / "ret", retrieval=3, features_from=tmp_path / "seq" / "database.db",
