@@ -114,6 +114,12 @@ def test_image_cache_stores_resized_images_once(tmp_path, monkeypatch):
     seq = load_sequence(tmp_path / "s")
     assert cache.path(seq, (32, 24)) != path
     assert not PoseDataset([seq], (32, 24), image_cache=cache)[0][0].equal(plain[0])
+    # ... which replaces the stale one; other sequences' and sizes' entries stay
+    other = write_sequence(tmp_path / "t", frames(6, seed=2), x, q, K)
+    kept = [cache.path(other, (32, 24)), cache.path(seq, (16, 12))]
+    cache.images(other, (32, 24)), cache.images(seq, (16, 12))
+    assert not path.exists()
+    assert sorted(cache.folder.glob("*.npy")) == sorted([cache.path(seq, (32, 24)), *kept])
 
 
 def test_render_stage_is_cached(tmp_path, monkeypatch):

@@ -254,10 +254,12 @@ class ImageCache:
     per sequence and size, so that training and evaluation runs (each its own process) decode and
     resize the full-size images once instead of every run (a 640 x 480 render takes about 18 ms).
 
-    A file's name holds the sequence's name, its length, the size and a digest of its image files
-    (absolute paths, byte sizes and modification times), so a changed image gets a new file; old
-    files are not removed. Sequences whose images are already at the size are not cached (reading
-    them is as cheap as reading the cache). Files are written to a temporary name and renamed."""
+    A file's name holds the sequence's name, its length, the size, a digest of what it holds (the
+    image folder, the size and the image names) and one of the image files' state (byte sizes and
+    modification times): a changed image gets a new file, and writing it removes the files of the
+    same images in an older state. Sequences whose images are already at the size are not cached
+    (reading them is as cheap as reading the cache). Files are written to a temporary name and
+    renamed; a run still reading a removed file keeps its data (the mapping holds it)."""
 
     def __init__(self, folder):
         self.folder = Path(folder)
@@ -265,12 +267,18 @@ class ImageCache:
     def path(self, seq: Sequence, size: tuple[int, int]) -> Path:
         import hashlib
 
-        h = hashlib.sha256(f"{seq.image_folder.resolve()}|{tuple(size)}|".encode())
+        what = hashlib.sha256(f"{seq.image_folder.resolve()}|{tuple(size)}|".encode())
+        state = hashlib.sha256()
         for name in seq.images:
             st = (seq.image_folder / name).stat()
-            h.update(f"{name}|{st.st_size}|{st.st_mtime_ns}|".encode())
+            what.update(f"{name}|".encode())
+            state.update(f"{name}|{st.st_size}|{st.st_mtime_ns}|".encode())
+        return self.folder / f"{self._stem(seq, size, what.hexdigest()[:12])}-{state.hexdigest()[:8]}.npy"
+
+    @staticmethod
+    def _stem(seq: Sequence, size: tuple[int, int], what: str) -> str:
         safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in seq.name)
-        return self.folder / f"{safe}-{len(seq)}-{size[0]}x{size[1]}-{h.hexdigest()[:16]}.npy"
+        return f"{safe}-{len(seq)}-{size[0]}x{size[1]}-{what}"
 
     def images(self, seq: Sequence, size: tuple[int, int]) -> np.ndarray | None:
         """All of ``seq``'s images at ``size`` (read-only, memory-mapped), built on first use; None
@@ -289,6 +297,9 @@ class ImageCache:
             tmp = path.with_name(f".{path.stem}-{uuid.uuid4().hex[:8]}.npy")
             np.save(tmp, arr)
             os.replace(tmp, path)
+            for old in self.folder.glob(f"{path.stem.rsplit('-', 1)[0]}-*.npy"):  # the same images, older
+                if old != path:
+                    old.unlink(missing_ok=True)
         return np.load(path, mmap_mode="r")
 
 

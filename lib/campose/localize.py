@@ -554,6 +554,8 @@ class RelativePoseLocalizer:
                  k: int = 1, label: str | None = None):
         from PIL import Image
 
+        from campose.dataset import resize_rgb
+
         self.map = _check_map(localization_map)
         if getattr(model, "in_channels", 3) != 6:
             raise LocalizeError(f"{type(model).__name__} is not a relative-pose model (MeNet): it takes "
@@ -567,9 +569,9 @@ class RelativePoseLocalizer:
         if missing:
             raise LocalizeError(f"{len(missing)} map image(s) are not under {root}, e.g. {missing[0]}")
         self._images = []
-        for n in self.map.names:
+        for n in self.map.names:  # the networks' own resampling (resize_rgb), as in training
             with Image.open(root / n) as im:
-                self._images.append(np.asarray(im.convert("RGB").resize(self.size, Image.BILINEAR)))
+                self._images.append(resize_rgb(np.asarray(im.convert("RGB")), self.size))
 
     @property
     def size_mb(self) -> float:
