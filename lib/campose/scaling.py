@@ -401,7 +401,7 @@ def training_scaling(profile="quick", sizes=None, kind: str = "posenet", epochs:
                 done = len(res.history)
                 rows.append({"images": n, "epochs": done, "seconds": round(seconds, 3),
                              "images_per_s": round(n * done / seconds, 2) if seconds > 0 else math.nan,
-                             "decode_s": round(float(decode[:n].sum()), 3), "setup_s": round(wall - seconds, 3),
+                             "decode_s": round(float(decode[:n].sum()), 6), "setup_s": round(wall - seconds, 3),
                              "threads": threads, "status": res.status, "load": _load1()})
                 bar.update(1)
     finally:
