@@ -19,6 +19,14 @@ Steps (``$OUT``: where results go; ``CAMPOSE_DATA`` a scratch folder on the GPU 
     python dense_views_gpu.py train .exp/walks B-12k-20ep 0,1 20 &
     python dense_views_gpu.py train .exp/walks C-6k-40ep 0 40 & wait
 
+``render FOLDER PART N [PARTS]`` renders part PART of PARTS (default 2) of N views; ``train FOLDER
+NAME PARTS EPOCHS [KIND]`` trains ``posenet`` (default) or ``mapnet`` (L1, the study's weights).
+The renderer's numba kernels use every core in each process: when several ``render`` steps run at
+once, give each one thread (``NUMBA_NUM_THREADS=1``). On 2026-11-26 twelve at once with the default
+(16 threads each, 16 cores, 3,000 views each at 640 x 480) finished no part within 9 minutes and
+used up that lease; the cause (the 192 threads, or twelve processes compiling the kernels into the
+same numba cache) was not isolated.
+
 Each ``train`` writes ``$OUT/<name>.json``: the run's settings, time, speed and its
 :func:`campose.evaluate.evaluate` table against the true poses. Results are in the README.
 """
@@ -69,7 +77,8 @@ def walks(folder: Path) -> dict:
 
 
 def render(folder: Path, part: int, n: int, parts: int = 2) -> None:
-    """Part ``part`` of ``n`` views drawn around the training parts of the walks, at the network size."""
+    """Part ``part`` of ``parts`` of ``n`` views drawn around the training parts of the walks (seed 1),
+    at the network size."""
     import numpy as np
 
     from campose import pipeline
@@ -89,24 +98,27 @@ def render(folder: Path, part: int, n: int, parts: int = 2) -> None:
     log(f"rendered part {part}: {sl.stop - sl.start} views in {time.time() - t:.0f} s")
 
 
-def train(folder: Path, name: str, parts: list[int], epochs: int) -> None:
-    """PoseNet, L1, alpha = 10 on the training walks plus the view ``parts``, scored on the test walks."""
+def train(folder: Path, name: str, parts: list[int], epochs: int, kind: str = "posenet") -> None:
+    """The full profile's dense-view run of ``kind`` (PoseNet: L1, alpha = 10; MapNet: L1) on the
+    training walks plus the view ``parts``, scored on the test walks."""
     import torch
 
     from campose import pipeline
     from campose.dataset import load_sequence
     from campose.evaluate import evaluate
+    from campose.study import MAPNET_WEIGHTS
     from campose.train import train as train_run
 
     w = walks(folder)
     seqs = [s for s in w.values() if s.split == "train"] + [load_sequence(DENSE / f"part{p}") for p in parts]
     test = {n: s for n, s in w.items() if s.split == "test"}
-    cfg = pipeline.train_config("full", kind="posenet", loss="l1", alpha=10.0, epochs=epochs)
+    extra = {"alpha": 10.0} if kind == "posenet" else dict(MAPNET_WEIGHTS)
+    cfg = pipeline.train_config("full", kind=kind, loss="l1", epochs=epochs, **extra)
     t = time.time()
     res = train_run(cfg, seqs, progress=False)
     secs = time.time() - t
     table = evaluate(res.model, test, {"truth": test}, cfg.image_size).table.reset_index()
-    row = {"run": name, "views": sum(len(s) for s in seqs if not s.ordered), "epochs": epochs,
+    row = {"run": name, "kind": kind, "views": sum(len(s) for s in seqs if not s.ordered), "epochs": epochs,
            "status": res.status, "train_s": secs,
            "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
            "img_per_s_last": res.history[-1]["samples_per_s"], "table": table.to_dict(orient="records")}
@@ -120,8 +132,8 @@ if __name__ == "__main__":
     if cmd == "export":
         export(folder)
     elif cmd == "render":
-        render(folder, int(sys.argv[3]), int(sys.argv[4]))
+        render(folder, int(sys.argv[3]), int(sys.argv[4]), *(int(a) for a in sys.argv[5:6]))
     elif cmd == "train":
-        train(folder, sys.argv[3], [int(p) for p in sys.argv[4].split(",")], int(sys.argv[5]))
+        train(folder, sys.argv[3], [int(p) for p in sys.argv[4].split(",")], int(sys.argv[5]), *sys.argv[6:7])
     else:
         sys.exit(f"unknown step {cmd!r}: export, render or train")
