@@ -117,7 +117,8 @@ def test_image_cache_stores_resized_images_once(tmp_path, monkeypatch):
     # ... which replaces the stale one; other sequences' and sizes' entries stay
     other = write_sequence(tmp_path / "t", frames(6, seed=2), x, q, K)
     kept = [cache.path(other, (32, 24)), cache.path(seq, (16, 12))]
-    cache.images(other, (32, 24)), cache.images(seq, (16, 12))
+    cache.images(other, (32, 24))
+    cache.images(seq, (16, 12))
     assert not path.exists()
     assert sorted(cache.folder.glob("*.npy")) == sorted([cache.path(seq, (32, 24)), *kept])
 

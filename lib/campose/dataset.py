@@ -273,12 +273,9 @@ class ImageCache:
             st = (seq.image_folder / name).stat()
             what.update(f"{name}|".encode())
             state.update(f"{name}|{st.st_size}|{st.st_mtime_ns}|".encode())
-        return self.folder / f"{self._stem(seq, size, what.hexdigest()[:12])}-{state.hexdigest()[:8]}.npy"
-
-    @staticmethod
-    def _stem(seq: Sequence, size: tuple[int, int], what: str) -> str:
         safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in seq.name)
-        return f"{safe}-{len(seq)}-{size[0]}x{size[1]}-{what}"
+        stem = f"{safe}-{len(seq)}-{size[0]}x{size[1]}-{what.hexdigest()[:12]}"
+        return self.folder / f"{stem}-{state.hexdigest()[:8]}.npy"
 
     def images(self, seq: Sequence, size: tuple[int, int]) -> np.ndarray | None:
         """All of ``seq``'s images at ``size`` (read-only, memory-mapped), built on first use; None
@@ -297,7 +294,8 @@ class ImageCache:
             tmp = path.with_name(f".{path.stem}-{uuid.uuid4().hex[:8]}.npy")
             np.save(tmp, arr)
             os.replace(tmp, path)
-            for old in self.folder.glob(f"{path.stem.rsplit('-', 1)[0]}-*.npy"):  # the same images, older
+            same_images = path.stem.rsplit("-", 1)[0]  # the name without the state digest
+            for old in self.folder.glob(f"{same_images}-*.npy"):
                 if old != path:
                     old.unlink(missing_ok=True)
         return np.load(path, mmap_mode="r")

@@ -100,7 +100,7 @@ def render_views(renderer, x, q, intrinsics, root, size: tuple[int, int] | None 
     unordered training sequence (:func:`campose.dataset.write_sequence`, atomically).
 
     ``size`` = (width, height): store the images downscaled to it (the networks' input size) with
-    the same resampling as training (:func:`campose.dataset.image_to_tensor`), so thousands of views
+    the same resampling as training (:func:`campose.dataset.resize_rgb`), so thousands of views
     take megabytes, not gigabytes; the stored intrinsics are scaled to match."""
     from campose.dataset import resize_rgb, write_sequence
 

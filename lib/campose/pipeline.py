@@ -92,8 +92,8 @@ class Profile:
 # Training settings. The quick profile only shows that every chapter runs (its models see 130 images
 # for seconds and are not expected to be accurate): 6 epochs keep chapters 06-08 under the issue's
 # 5 minutes in CI (at 10 epochs the 13 models took 286 s and the chapters 6.3 min on the 2-CPU AMD
-# EPYC machine whose test times matched the CI's); the full profile's are sized to train every model of chapters 06-08 in
-# 45 minutes on 2 CPU cores (benchmarks/train_speed.py).
+# EPYC machine whose test times matched the CI's); the full profile's are sized to train every
+# model of chapters 06-08 in 45 minutes on 2 CPU cores (benchmarks/train_speed.py).
 # Both train from scratch with a cosine-decayed learning rate for a fixed number of epochs and keep
 # the last epoch: the held-out tails of the training walks are reported, but on this floor they
 # are a poor proxy for the test walks (they show corridors in directions the test walks do not
