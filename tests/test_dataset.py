@@ -5,7 +5,7 @@ import pytest
 
 from campose.camera import Intrinsics
 from campose.dataset import (DatasetError, ImageCache, PairDataset, PoseDataset, Sequence, WindowBatchSampler,
-                             load_sequence, read_poses, sequence_windows, write_sequence)
+                             load_sequence, read_poses, read_rgb, sequence_windows, write_sequence)
 from campose.geometry import camera_rotation
 
 K = Intrinsics.from_fov(64, 48)
@@ -30,6 +30,28 @@ def test_round_trip(tmp_path):
     assert np.allclose(again.x, x, atol=1e-8) and np.allclose(again.q, q, atol=1e-8)
     assert np.array_equal(again.load_image(3), imgs[3])
     assert seq.images == again.images
+
+
+def test_read_rgb_gives_uint8_rgb_for_every_pixel_format(tmp_path):
+    from PIL import Image
+
+    rgb = frames(1)[0]
+    grey16 = np.array([[0, 257, 65535], [32896, 1000, 50000]], np.uint16)
+    rgba = np.dstack([rgb, np.full(rgb.shape[:2], 7, np.uint8)])
+    files = {"rgb.png": Image.fromarray(rgb), "rgba.png": Image.fromarray(rgba),
+             "grey16.png": Image.fromarray(grey16), "grey.png": Image.fromarray(rgb[:, :, 0])}
+    for name, im in files.items():
+        im.save(tmp_path / name)
+    for name in files:
+        out = read_rgb(tmp_path / name)
+        assert out.dtype == np.uint8 and out.ndim == 3 and out.shape[2] == 3, name
+    assert np.array_equal(read_rgb(tmp_path / "rgb.png"), rgb)
+    assert np.array_equal(read_rgb(tmp_path / "rgba.png"), rgb)  # alpha dropped
+    assert np.array_equal(read_rgb(tmp_path / "grey.png"), np.repeat(rgb[:, :, :1], 3, axis=2))
+    # 16-bit grey is scaled to 8 bits (PIL's own conversion clips everything above 255 to white)
+    assert read_rgb(tmp_path / "grey16.png")[:, :, 0].tolist() == [[0, 1, 255], [128, 4, 195]]
+    with pytest.raises(FileNotFoundError):
+        read_rgb(tmp_path / "missing.png")
 
 
 def test_failed_write_leaves_nothing(tmp_path):

@@ -72,10 +72,29 @@ class Sequence:
         return self.image_folder / self.images[i]
 
     def load_image(self, i: int) -> np.ndarray:
-        from PIL import Image
+        """Frame ``i``'s image as uint8 (H, W, 3) RGB (:func:`read_rgb`)."""
+        return read_rgb(self.image_path(i))
 
-        with Image.open(self.image_path(i)) as im:
-            return np.asarray(im.convert("RGB"))
+
+def pil_to_rgb(im) -> np.ndarray:
+    """A PIL image -> uint8 (H, W, 3) RGB. 16- and 32-bit grey (PNG depth maps, some scans) is
+    scaled from 0..65535 to 0..255 (PIL's own conversion would clip it); a palette with a
+    transparent colour goes through RGBA first, as PIL advises; alpha is dropped."""
+    if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+        grey = np.clip(np.asarray(im, dtype=np.float64) / 257.0, 0, 255).round().astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    return np.asarray(im.convert("RGB"))
+
+
+def read_rgb(path) -> np.ndarray:
+    """The image file ``path`` (any format PIL reads) as uint8 (H, W, 3) RGB (:func:`pil_to_rgb`).
+    Raises FileNotFoundError for a missing file."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return pil_to_rgb(im)
 
 
 def write_poses(path: Path, names: list[str], x: np.ndarray, q: np.ndarray) -> None:

@@ -327,8 +327,8 @@ def build_map(
     Raises :class:`LocalizeError` on bad inputs or when no 3D point could be triangulated.
     """
     import pycolmap
-    from PIL import Image
 
+    from campose.dataset import read_rgb
     from campose.sfm import (_fresh, _kmeans, cam_from_world_from_pose, extract_features, match_features,
                               set_colmap_verbosity)
 
@@ -437,8 +437,7 @@ def build_map(
     bow = np.stack([_bow_vector(d, words, idf) for d in per_image])
     thumbs = []
     for n in names:
-        with Image.open(root / n) as im:
-            thumbs.append(_thumbnail(np.asarray(im.convert("RGB")), thumbnail_size))
+        thumbs.append(_thumbnail(read_rgb(root / n), thumbnail_size))
     report("describe", t0, f"{k} visual words, thumbnails {thumbnail_size[0]}x{thumbnail_size[1]}")
 
     info = {"images": len(names), "points": len(points), "observations": int(offsets[-1]),
@@ -552,9 +551,7 @@ class RelativePoseLocalizer:
 
     def __init__(self, localization_map: LocalizationMap, model, size: tuple[int, int], image_root: str | Path,
                  k: int = 1, label: str | None = None):
-        from PIL import Image
-
-        from campose.dataset import resize_rgb
+        from campose.dataset import read_rgb, resize_rgb
 
         self.map = _check_map(localization_map)
         if getattr(model, "in_channels", 3) != 6:
@@ -570,8 +567,7 @@ class RelativePoseLocalizer:
             raise LocalizeError(f"{len(missing)} map image(s) are not under {root}, e.g. {missing[0]}")
         self._images = []
         for n in self.map.names:  # the networks' own resampling (resize_rgb), as in training
-            with Image.open(root / n) as im:
-                self._images.append(resize_rgb(np.asarray(im.convert("RGB")), self.size))
+            self._images.append(resize_rgb(read_rgb(root / n), self.size))
 
     @property
     def size_mb(self) -> float:

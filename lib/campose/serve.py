@@ -120,21 +120,13 @@ def load_served_model(checkpoint) -> ServedModel:
 
 
 # ---------------------------------------------------------------------------- images
-def _pixels_to_rgb(im) -> np.ndarray:
-    """A decoded PIL image -> uint8 (H, W, 3) RGB: 16/32-bit grey scaled from 0..65535, alpha dropped."""
-    if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
-        grey = np.clip(np.asarray(im, dtype=np.float64) / 257.0, 0, 255).round().astype(np.uint8)
-        return np.repeat(grey[:, :, None], 3, axis=2)
-    if im.mode == "P" and "transparency" in im.info:
-        im = im.convert("RGBA")  # as PIL advises for palette images with a transparent colour
-    return np.asarray(im.convert("RGB"))
-
-
 def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, dict]:
     """Bytes of a JPEG or PNG -> (uint8 (H, W, 3) RGB array, {"width", "height", "format", "mode"}
     of the upload). The size is checked against ``max_pixels`` from the header, before decoding.
     Raises :class:`InputError` (400 empty or corrupt, 413 too large, 415 not a JPEG or PNG)."""
     from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+
+    from campose.dataset import pil_to_rgb
 
     if not data:
         raise InputError(400, "empty upload", "the field 'image' holds no bytes; send a JPEG or PNG photo")
@@ -157,7 +149,7 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray,
             im.load()
             if im.getexif().get(ExifTags.Base.Orientation, 1) != 1:  # a phone photo taken sideways
                 im = ImageOps.exif_transpose(im)
-            return _pixels_to_rgb(im), meta
+            return pil_to_rgb(im), meta
         except Exception as e:  # truncated data, broken streams: PIL raises OSError, SyntaxError, ValueError ...
             raise InputError(400, "corrupt image", f"the {meta['format']} image ({w}x{h}) cannot be decoded, "
                                                    f"it is truncated or corrupt: {type(e).__name__}: {e}") from None
