@@ -125,3 +125,44 @@ def test_network_and_localizer_scores_keep_only_the_truth():
     (score,) = conclusions.network_scores(study, img)
     assert score.family == "PoseNet" and score.method == "PoseNet, L1" and len(score.frames) == 2
     assert score.size_mb == pytest.approx(sum(p.numel() for p in model.parameters()) * 4 / 1e6)
+
+
+class _FakeLocalizer:
+    """Stands in for a baseline: answers every query with the same pose and counts the queries."""
+
+    calls: dict = {}
+
+    def __init__(self, name, **settings):
+        self.name, self.size_mb = name, 1.0
+        _FakeLocalizer.calls.setdefault(name, 0)
+
+    def localize(self, image):
+        from campose.localize import Localization
+
+        _FakeLocalizer.calls[self.name] += 1
+        return Localization(np.array([1.0, 0.0, 1.6]), np.array([1.0, 0.0, 0.0, 0.0]), True, 0.001)
+
+
+def test_compare_caches_each_baseline_and_localises_again_only_what_changed(tiny_profile, monkeypatch, corridor):
+    from campose import localize, pipeline
+
+    _FakeLocalizer.calls = {}
+    monkeypatch.setattr(localize, "profile_map", lambda *a, **k: None)
+    monkeypatch.setattr(localize, "StructureLocalizer", lambda m, **kw: _FakeLocalizer("structure", **kw))
+    monkeypatch.setattr(localize, "RetrievalLocalizer", lambda m, d, k: _FakeLocalizer("retrieval"))
+    frames = len(pipeline.test_walks(tiny_profile, "truth")[0]["cli-test"])
+    run = lambda **kw: conclusions.compare(tiny_profile, "truth", studies=(), menet=False, walkable=corridor, **kw)
+    first = run()
+    assert _FakeLocalizer.calls == {"structure": frames, "retrieval": frames}
+    files = sorted(p.name for p in (pipeline.stage_dir(tiny_profile, "localize") / "evaluations").iterdir())
+    assert files == ["truth-retrieval.pkl", "truth-structure.pkl"]
+    again = run()  # everything cached: no query localised
+    assert _FakeLocalizer.calls == {"structure": frames, "retrieval": frames}
+    assert [s.stats() for s in again.scores] == [s.stats() for s in first.scores]
+    run(structure={"min_inliers": 40})  # another setting of one localiser: only that one runs again
+    assert _FakeLocalizer.calls == {"structure": 2 * frames, "retrieval": frames}
+    (pipeline.stage_dir(tiny_profile, "localize") / "evaluations" / "truth-retrieval.pkl").write_bytes(b"broken")
+    run(structure={"min_inliers": 40})  # an unreadable file is recomputed and rewritten
+    assert _FakeLocalizer.calls == {"structure": 2 * frames, "retrieval": 2 * frames}
+    assert pipeline.load_cached(pipeline.stage_dir(tiny_profile, "localize") / "evaluations" / "truth-retrieval.pkl",
+                                "not the key") is None

@@ -257,7 +257,12 @@ def compare(profile="quick", labels: str | None = None, studies=("posenet", "map
     ``structure``: keyword arguments of :class:`campose.localize.StructureLocalizer` (default
     ``max_distance_m=5``: indoors every query is taken near a mapped walk); ``timing_frames``: test
     frames the networks are timed on; ``walkable``: the map predictions are snapped onto (default:
-    :meth:`campose.walkable.WalkableMap.from_plan` of the default floor at 5 cm)."""
+    :meth:`campose.walkable.WalkableMap.from_plan` of the default floor at 5 cm).
+
+    The baselines' scores are cached, one file per localiser under the ``localize/evaluations``
+    stage folder, keyed by the map, the renders, the labels, the localiser's settings and (MeNet)
+    its checkpoint: a rerun localises the test walks only with what changed. Their times per query
+    are those of the run that scored them."""
     from campose import localize, pipeline, study
     from campose.floorplan import load_floorplan
     from campose.walkable import WalkableMap, time_snap
@@ -277,18 +282,38 @@ def compare(profile="quick", labels: str | None = None, studies=("posenet", "map
     structure = {"max_distance_m": 5.0, **(structure or {})}
     locs = [("structure-based", None, localize.StructureLocalizer(m, **structure)),
             ("retrieval", None, localize.RetrievalLocalizer(m, "bow", k=1))]
+    settings_of = [structure, {"descriptor": "bow", "k": 1}]  # what each localiser's scores depend on
     if menet:
         st = study.run_study(prof, "menet", labels=labels, progress=progress)
         for label, run in st.runs.items():
-            loc = localize.RelativePoseLocalizer(m, run.result.model, tuple(run.result.config.image_size),
-                                                 pipeline.stage_dir(prof, "render"), k=1, label=f"MeNet {label}")
+            size = tuple(run.result.config.image_size)
+            loc = localize.RelativePoseLocalizer(m, run.result.model, size, pipeline.stage_dir(prof, "render"),
+                                                 k=1, label=f"MeNet {label}")
             locs.append(("MeNet + retrieval", f"retrieval + MeNet, {label}", loc))
+            ckpt = run.result.checkpoint  # None for a run kept in memory only: scored, not cached
+            settings_of.append({"k": 1, "size": size, "checkpoint": pipeline.file_stamp(ckpt)} if ckpt else None)
     from campose.train import cpu_thread_limit
 
-    # one torch thread: MeNet answers one query at a time, as the networks are timed; one pass over
-    # the test frames for all the localisers, so each query's SIFT is extracted once
-    with cpu_thread_limit("cpu", 1):
-        evaluations = localize.evaluate_localizer(prof, [loc for _, _, loc in locs], labels, progress)
+    # each localiser's scores are cached by what they depend on, so a rerun after retraining one
+    # network does not localise the test walks again with the others (the full profile: ~30 min)
+    common = {"v": localize.STAGE_VERSION, "map": pipeline.stage_key(prof, f"localize/map-{labels}"), "render": pipeline.render_key(prof),
+              "labels": labels, "labels_stage": pipeline.stage_key(prof, "labels") if labels == "sfm" else None}
+    keys = [None if settings is None else
+            pipeline.content_key({**common, "family": family, "method": label, "name": loc.name, "settings": settings})
+            for (family, label, loc), settings in zip(locs, settings_of)]
+    folder = pipeline.stage_dir(prof, "localize") / "evaluations"
+    files = [folder / f"{labels}-{_slug(loc.name)}.pkl" for _, _, loc in locs]
+    evaluations = [None if k is None else pipeline.load_cached(f, k) for f, k in zip(files, keys)]
+    todo = [i for i, ev in enumerate(evaluations) if ev is None]
+    if todo:
+        # one torch thread: MeNet answers one query at a time, as the networks are timed; one pass
+        # over the test frames for all the localisers left, so each query's SIFT is extracted once
+        with cpu_thread_limit("cpu", 1):
+            fresh = localize.evaluate_localizer(prof, [locs[i][2] for i in todo], labels, progress)
+        for i, ev in zip(todo, fresh):
+            if keys[i] is not None:
+                pipeline.store_cached(files[i], keys[i], ev)
+            evaluations[i] = ev
     for (family, label, _), ev in zip(locs, evaluations):
         scores.append(localizer_score(ev, family, label))
 
@@ -298,6 +323,14 @@ def compare(profile="quick", labels: str | None = None, studies=("posenet", "map
     report = {name: study.REPORT[name]["position_m"] for name in ("posenet", "mapnet") if name in study.REPORT}
     report = {{"posenet": "PoseNet", "mapnet": "MapNet"}[k]: v for k, v in report.items()}
     return Comparison(prof.name, scores, walkable, snap_ms, report)
+
+
+def _slug(name: str) -> str:
+    """A file-name-safe form of a method's name: ``retrieval (bag of words, k=1)`` ->
+    ``retrieval-bag-of-words-k-1``."""
+    import re
+
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
 def styled(table, precision: int = 3):

@@ -584,6 +584,42 @@ def labelled_sequences(profile: str | Profile = "quick", labels: str | None = No
     raise ValueError(f"labels must be one of {', '.join(LABEL_SOURCES)}, got {labels!r}")
 
 
+def file_stamp(path) -> list[int]:
+    """``[size in bytes, modification time in ns]`` of a file: part of a cache key for results
+    derived from it (a retrained checkpoint gets a new stamp)."""
+    st = Path(path).stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+def load_cached(path, key: str):
+    """The value :func:`store_cached` wrote to ``path`` under ``key``; None when the file is missing,
+    unreadable or holds another key (its inputs changed)."""
+    import pickle
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        with open(path, "rb") as f:
+            stored = pickle.load(f)
+    except Exception:  # truncated or from another version: recompute
+        return None
+    return stored.get("value") if isinstance(stored, dict) and stored.get("key") == key else None
+
+
+def store_cached(path, key: str, value) -> None:
+    """Pickle ``value`` with its ``key`` to ``path``, atomically (a temporary file, then a rename),
+    replacing what was there."""
+    import pickle
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        pickle.dump({"key": key, "value": value}, f)
+    os.replace(tmp, path)
+
+
 def stage_key(prof: Profile, stage: str) -> str | None:
     """The key the profile's ``stage`` was last built with (None when it was not built): later stages
     put it in their own keys, so they are rebuilt when it changes."""
@@ -763,8 +799,6 @@ def evaluate_model(profile: str | Profile, result, labels: str | None = None, ba
     ``labels`` default: the run's own (else the profile's). The scores of a cached run are cached
     beside its checkpoint (``evaluation-<labels>.pkl``, keyed by the checkpoint, the renders and the
     labels), so later chapters reuse them."""
-    import pickle
-
     from campose.evaluate import evaluate, evaluate_pairs
 
     prof = get_profile(profile)
@@ -773,18 +807,12 @@ def evaluate_model(profile: str | Profile, result, labels: str | None = None, ba
     cache = key = None
     if ckpt is not None and ckpt.is_file():
         # scored once per checkpoint, test walks and labels: chapters 09-11 reuse the scores of 07-08
-        st = ckpt.stat()
-        key = content_key({"v": 1, "checkpoint": [st.st_size, st.st_mtime_ns], "render": render_key(prof),
+        key = content_key({"v": 1, "checkpoint": file_stamp(ckpt), "render": render_key(prof),
                            "labels": labels, "labels_stage": stage_key(prof, "labels") if labels == "sfm" else None})
         cache = ckpt.parent / f"evaluation-{labels}.pkl"
-        if cache.is_file():
-            try:
-                with open(cache, "rb") as f:
-                    stored = pickle.load(f)
-                if stored.get("key") == key:
-                    return stored["evaluation"]
-            except Exception:  # unreadable cache: score again
-                pass
+        stored = load_cached(cache, key)
+        if stored is not None:
+            return stored
     test, refs = test_walks(prof, labels)
     size = tuple(result.config.image_size)
     if getattr(result.model, "in_channels", 3) == 6:
@@ -793,8 +821,5 @@ def evaluate_model(profile: str | Profile, result, labels: str | None = None, ba
     else:
         out = evaluate(result.model, test, refs, size, batch_size=batch_size, image_cache=image_cache(prof))
     if cache is not None:
-        tmp = cache.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
-            pickle.dump({"key": key, "evaluation": out}, f)
-        os.replace(tmp, cache)
+        store_cached(cache, key, out)
     return out
