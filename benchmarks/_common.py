@@ -19,6 +19,18 @@ def version(package: str) -> str | None:
         return None
 
 
+def cpu_model() -> str | None:
+    """The processor's name ("model name" of /proc/cpuinfo, e.g. "AMD EPYC 7B13"), else what
+    ``platform`` knows: figures from two machines must say which is which."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or None
+
+
 def machine() -> dict:
     """The CPUs this process may use, the processor, and the Python, torch and pycolmap versions,
     recorded beside every result."""
@@ -26,7 +38,7 @@ def machine() -> dict:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:
         cpus = os.cpu_count()
-    return {"cpus": cpus, "processor": platform.processor() or platform.machine(),
+    return {"cpus": cpus, "cpu_model": cpu_model(), "processor": platform.processor() or platform.machine(),
             "python": platform.python_version(), "torch": version("torch"), "pycolmap": version("pycolmap")}
 
 

@@ -34,6 +34,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from _common import cpu_model, version
+
 HERE = Path(__file__).resolve().parent
 TAIL_LINES = 20
 
@@ -90,24 +92,6 @@ def discover(bench_dir: Path) -> list[Bench]:
 
 # ----------------------------------------------------------------------------------- the machine
 
-def _cpu_model() -> str | None:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or None
-
-
-def _version(package: str) -> str | None:
-    try:
-        from importlib.metadata import version
-        return version(package)
-    except Exception:
-        return None
-
-
 def _gpu() -> str | None:
     try:
         r = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
@@ -124,9 +108,9 @@ def machine() -> dict:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:
         cpus = os.cpu_count()
-    return {"cpus": cpus, "cpu_model": _cpu_model(), "processor": platform.processor() or platform.machine(),
+    return {"cpus": cpus, "cpu_model": cpu_model(), "processor": platform.processor() or platform.machine(),
             "system": f"{platform.system()} {platform.release()}", "python": platform.python_version(),
-            "torch": _version("torch"), "pycolmap": _version("pycolmap"), "gpu": _gpu()}
+            "torch": version("torch"), "pycolmap": version("pycolmap"), "gpu": _gpu()}
 
 
 def _cpu_busy() -> float | None:
