@@ -166,3 +166,16 @@ def test_compare_caches_each_baseline_and_localises_again_only_what_changed(tiny
     assert _FakeLocalizer.calls == {"structure": 2 * frames, "retrieval": 2 * frames}
     assert pipeline.load_cached(pipeline.stage_dir(tiny_profile, "localize") / "evaluations" / "truth-retrieval.pkl",
                                 "not the key") is None
+
+
+def test_store_cached_writes_atomically_and_leaves_nothing_on_failure(tmp_path):
+    from campose import pipeline
+
+    f = tmp_path / "cache" / "scores.pkl"
+    pipeline.store_cached(f, "k1", {"median": 1.5})
+    assert pipeline.load_cached(f, "k1") == {"median": 1.5} and pipeline.load_cached(f, "k2") is None
+    with pytest.raises(Exception):
+        pipeline.store_cached(f, "k2", lambda: None)  # a lambda cannot be pickled
+    assert sorted(p.name for p in f.parent.iterdir()) == ["scores.pkl"]  # no temporary file left
+    assert pipeline.load_cached(f, "k1") == {"median": 1.5}  # the old value is kept
+

@@ -615,9 +615,12 @@ def store_cached(path, key: str, value) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        pickle.dump({"key": key, "value": value}, f)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            pickle.dump({"key": key, "value": value}, f)
+        os.replace(tmp, path)
+    finally:  # on failure (e.g. a value that cannot be pickled) no temporary file is left behind
+        tmp.unlink(missing_ok=True)
 
 
 def stage_key(prof: Profile, stage: str) -> str | None:
