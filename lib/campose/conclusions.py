@@ -280,29 +280,30 @@ def compare(profile="quick", labels: str | None = None, studies=("posenet", "map
 
     m = localize.profile_map(prof, labels, progress=progress)
     structure = {"max_distance_m": 5.0, **(structure or {})}
-    locs = [("structure-based", None, localize.StructureLocalizer(m, **structure)),
-            ("retrieval", None, localize.RetrievalLocalizer(m, "bow", k=1))]
-    settings_of = [structure, {"descriptor": "bow", "k": 1}]  # what each localiser's scores depend on
+    # (family, label, localiser, what its scores depend on besides the map and the test walks)
+    locs = [("structure-based", None, localize.StructureLocalizer(m, **structure), structure),
+            ("retrieval", None, localize.RetrievalLocalizer(m, "bow", k=1), {"descriptor": "bow", "k": 1})]
     if menet:
         st = study.run_study(prof, "menet", labels=labels, progress=progress)
         for label, run in st.runs.items():
             size = tuple(run.result.config.image_size)
             loc = localize.RelativePoseLocalizer(m, run.result.model, size, pipeline.stage_dir(prof, "render"),
                                                  k=1, label=f"MeNet {label}")
-            locs.append(("MeNet + retrieval", f"retrieval + MeNet, {label}", loc))
             ckpt = run.result.checkpoint  # None for a run kept in memory only: scored, not cached
-            settings_of.append({"k": 1, "size": size, "checkpoint": pipeline.file_stamp(ckpt)} if ckpt else None)
+            locs.append(("MeNet + retrieval", f"retrieval + MeNet, {label}", loc,
+                         {"k": 1, "size": size, "checkpoint": pipeline.file_stamp(ckpt)} if ckpt else None))
     from campose.train import cpu_thread_limit
 
     # each localiser's scores are cached by what they depend on, so a rerun after retraining one
     # network does not localise the test walks again with the others (the full profile: ~30 min)
-    common = {"v": localize.STAGE_VERSION, "map": pipeline.stage_key(prof, f"localize/map-{labels}"), "render": pipeline.render_key(prof),
-              "labels": labels, "labels_stage": pipeline.stage_key(prof, "labels") if labels == "sfm" else None}
+    common = {"v": localize.STAGE_VERSION, "map": pipeline.stage_key(prof, f"localize/map-{labels}"),
+              "render": pipeline.render_key(prof), "labels": labels,
+              "labels_stage": pipeline.stage_key(prof, "labels") if labels == "sfm" else None}
     keys = [None if settings is None else
             pipeline.content_key({**common, "family": family, "method": label, "name": loc.name, "settings": settings})
-            for (family, label, loc), settings in zip(locs, settings_of)]
+            for family, label, loc, settings in locs]
     folder = pipeline.stage_dir(prof, "localize") / "evaluations"
-    files = [folder / f"{labels}-{_slug(loc.name)}.pkl" for _, _, loc in locs]
+    files = [folder / f"{labels}-{study.slug(loc.name)}.pkl" for _, _, loc, _ in locs]
     evaluations = [None if k is None else pipeline.load_cached(f, k) for f, k in zip(files, keys)]
     todo = [i for i, ev in enumerate(evaluations) if ev is None]
     if todo:
@@ -314,7 +315,7 @@ def compare(profile="quick", labels: str | None = None, studies=("posenet", "map
             if keys[i] is not None:
                 pipeline.store_cached(files[i], keys[i], ev)
             evaluations[i] = ev
-    for (family, label, _), ev in zip(locs, evaluations):
+    for (family, label, _, _), ev in zip(locs, evaluations):
         scores.append(localizer_score(ev, family, label))
 
     walkable = walkable if walkable is not None else WalkableMap.from_plan(load_floorplan(), resolution=0.05)
@@ -323,14 +324,6 @@ def compare(profile="quick", labels: str | None = None, studies=("posenet", "map
     report = {name: study.REPORT[name]["position_m"] for name in ("posenet", "mapnet") if name in study.REPORT}
     report = {{"posenet": "PoseNet", "mapnet": "MapNet"}[k]: v for k, v in report.items()}
     return Comparison(prof.name, scores, walkable, snap_ms, report)
-
-
-def _slug(name: str) -> str:
-    """A file-name-safe form of a method's name: ``retrieval (bag of words, k=1)`` ->
-    ``retrieval-bag-of-words-k-1``."""
-    import re
-
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
 def styled(table, precision: int = 3):

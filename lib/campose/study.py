@@ -63,10 +63,15 @@ REPORT = {
 }
 
 
+def slug(text: str) -> str:
+    """A file-name-safe form of a label: lower case, every other run of characters one hyphen
+    (``retrieval (bag of words, k=1)`` -> ``retrieval-bag-of-words-k-1``)."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
 def run_name(study: str, label: str) -> str:
-    """The ``models`` stage folder of a run: ``<study>-<label as a slug>``."""
-    slug = re.sub(r"[^a-z0-9]+", "-", label.lower().replace("=", "")).strip("-")
-    return f"{study}-{slug}"
+    """The ``models`` stage folder of a run: ``<study>-<label as a slug>`` (``=`` dropped first)."""
+    return f"{study}-{slug(label.replace('=', ''))}"
 
 
 @dataclass
