@@ -87,8 +87,12 @@ def test_train_with_dense_views(tiny_profile, tmp_path, capsys, monkeypatch):
     _, info = load_checkpoint(ckpt)
     assert info["meta"]["dense_views"] == 9 and info["split"]["dense-views"]["train"] == [0, 9]
     capsys.readouterr()
-    assert cli.main(["train", "--profile", "tiny", "--model", "menet", "--labels", "truth", "--dense-views", "9",
-                     *SMALL]) == 2
-    assert "PoseNet and MapNet train on them, menet cannot" in capsys.readouterr().err
+    ckpt = tmp_path / "pairs.pt"  # MeNet: N rendered pairs instead of views
+    rc = cli.main(["train", "--profile", "tiny", "--model", "menet", "--epochs", "1", "--labels", "truth",
+                   "--dense-views", "4", "--val-fraction", "0.2", "--out", str(ckpt), *SMALL])
+    assert rc == 0, capsys.readouterr().err
+    _, info = load_checkpoint(ckpt)
+    assert info["meta"]["dense_pairs"] == 4 and info["split"]["dense-pairs"]["train"] == [0, 8]
+    capsys.readouterr()
     assert cli.main(["train", "--profile", "tiny", "--labels", "truth", "--dense-views", "-1", *SMALL]) == 2
     assert "--dense-views must be >= 0" in capsys.readouterr().err

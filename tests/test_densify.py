@@ -6,7 +6,7 @@ import pytest
 
 from campose import pipeline
 from campose.camera import Intrinsics
-from campose.densify import ViewSampler, render_views, sample_views
+from campose.densify import PairSampler, ViewSampler, render_pairs, render_views, sample_pairs, sample_views
 from campose.floorplan import load_floorplan
 from campose.geometry import camera_yaw_pitch_roll, quat_to_matrix, rotation_error_deg
 from campose.trajectory import simulate_walk
@@ -92,6 +92,24 @@ class FakeRenderer:
         return np.full((K.height, K.width, 3), int(x[0]) % 256, np.uint8)
 
 
+class EverywherePlan:
+    """A plan inside which every point lies (the tiny test walks are not on the default floor)."""
+
+    def inside(self, pts):
+        return np.ones(len(np.asarray(pts).reshape(-1, 2)), bool)
+
+
+def counting_renderer(renders: list):
+    """A FakeRenderer class that appends to ``renders`` for every image it draws."""
+
+    class Counting(FakeRenderer):
+        def render(self, x, q, K):
+            renders.append(1)
+            return super().render(x, q, K)
+
+    return Counting
+
+
 def test_render_views_writes_an_unordered_sequence_at_the_network_size(plan, walk, tmp_path):
     x, q, _ = sample_views(plan, walk.x, walk.q, 6, seed=0)
     r = FakeRenderer(plan)
@@ -161,19 +179,10 @@ def test_mapnet_takes_views_as_absolute_only_items_and_menet_refuses_them(tiny_s
 def test_dense_stage_samples_around_training_frames_and_is_cached(tiny_profile, monkeypatch, plan):
     """The stage draws views around the training walk's training part (not its validation tail),
     caches them, and a PoseNet run with ``dense=True`` trains on walk + views for the profile's
-    dense epochs; MeNet refuses them."""
-
-    class EverywherePlan:
-        def inside(self, pts):
-            return np.ones(len(np.asarray(pts).reshape(-1, 2)), bool)
+    dense epochs."""
 
     renders = []
-
-    class Fake(FakeRenderer):
-        def render(self, x, q, K):
-            renders.append(1)
-            return super().render(x, q, K)
-
+    Fake = counting_renderer(renders)
     prof = pipeline.profile_with(tiny_profile, dense={"views": 12, "epochs": 2, "seed": 0},
                                  train={**tiny_profile.train, "val_fraction": 0.25, "val_gap": 1})
     monkeypatch.setitem(pipeline.PROFILES, "tiny", prof)
@@ -209,10 +218,117 @@ def test_dense_stage_samples_around_training_frames_and_is_cached(tiny_profile, 
     assert len(renders) == n_renders + 12  # the profile's own views and run: still cached
     plain = pipeline.train_model("tiny", "plain", labels="truth", kind="posenet", progress=False)
     assert len(plain.history) == prof.train["epochs"]
-    with pytest.raises(ValueError, match="menet cannot"):
-        pipeline.train_model("tiny", "dense-menet", labels="truth", dense=True, kind="menet", progress=False)
     with pytest.raises(ValueError, match="no dense views"):
         pipeline.dense_views(pipeline.profile_with(prof, dense={}), labels="truth")
+
+
+# ---------------------------------------------------------------------------- MeNet's rendered pairs
+def test_pairs_step_along_the_heading_and_stay_clear_of_walls(plan, walk):
+    from campose.geometry import relative_pose
+
+    sampler = PairSampler(min_step_m=0.2, max_step_m=2.5, sideways_m=0.1, yaw_deg=6, margin_m=0.3)
+    xa, qa, xb, qb = sample_pairs(plan, walk.x, walk.q, 300, sampler, seed=0)
+    assert xa.shape == xb.shape == (300, 3) and qa.shape == qb.shape == (300, 4)
+    np.testing.assert_allclose(xa[:, 2], xb[:, 2], atol=1e-12)  # camera height kept
+    yaw = camera_yaw_pitch_roll(qa)[0]
+    heading = np.column_stack([np.cos(yaw), np.sin(yaw)])
+    step = np.sum((xb - xa)[:, :2] * heading, 1)  # along the first view's heading
+    side = np.linalg.norm((xb - xa)[:, :2] - step[:, None] * heading, axis=1)
+    assert (np.abs(step) >= 0.2 - 1e-9).all() and (np.abs(step) <= 2.5 + 1e-9).all()
+    assert 0.35 < np.mean(step > 0) < 0.65  # forwards and backwards alike
+    assert side.max() < 0.6 and 0.05 < np.median(side) < 0.12  # |N(0, 0.1)|: median 0.067
+    turn = rotation_error_deg(qa, qb)
+    assert np.median(turn) < 10 and turn.max() < 45
+    for f in np.linspace(0, 1, 9):  # the whole step keeps the margin
+        on = xa[:, :2] + f * (xb - xa)[:, :2]
+        for d in ([0, 0], [0.3, 0], [-0.3, 0], [0, 0.3], [0, -0.3]):
+            assert plan.inside(on + np.array(d)).all()
+    t, _ = relative_pose(xa, qa, xb, qb)  # mostly along camera a's optical axis (z)
+    assert np.median(np.abs(t[:, 2]) / np.linalg.norm(t, axis=1)) > 0.9
+    again = sample_pairs(plan, walk.x, walk.q, 300, sampler, seed=0)
+    for u, v in zip((xa, qa, xb, qb), again):
+        np.testing.assert_array_equal(u, v)
+    with pytest.raises(ValueError, match="min_step_m <= max_step_m"):
+        PairSampler(min_step_m=2, max_step_m=1)
+    with pytest.raises(ValueError, match="found 0 of 5 pairs"):
+        sample_pairs(plan, walk.x, walk.q, 5, PairSampler(min_step_m=200, max_step_m=300), max_tries=2)
+
+
+def test_rendered_pairs_are_paired_only_with_each_other(plan, walk, tmp_path, tiny_sequence):
+    from campose.dataset import PairDataset
+    from campose.geometry import relative_pose
+
+    xa, qa, xb, qb = sample_pairs(plan, walk.x, walk.q, 7, seed=1)
+    seq = render_pairs(FakeRenderer(plan), xa, qa, xb, qb, Intrinsics.from_fov(64, 48, 65.0), tmp_path / "pairs",
+                       size=(32, 24))
+    assert len(seq) == 14 and seq.paired and not seq.ordered and seq.split == "train"
+    np.testing.assert_allclose(seq.x[0::2], xa, atol=1e-6)
+    np.testing.assert_allclose(seq.x[1::2], xb, atol=1e-6)
+    w = tiny_sequence("walk", 6, seed=3)
+    flips = []
+    for seed in range(4):
+        d = PairDataset([w, seq], size=(32, 24), max_gap=2, seed=seed)
+        mine = d.pairs[(d.pairs >= 6).all(1)] - 6
+        assert len(mine) == 7 and len(d.pairs) == 6 + 7  # one pair per walk frame, each rendered pair once
+        assert ((d.pairs < 6).all(1) | (d.pairs >= 6).all(1)).all()  # never across sequences
+        assert sorted(map(tuple, np.sort(mine, 1))) == [(2 * m, 2 * m + 1) for m in range(7)]
+        flips.append(mine[:, 0] % 2 == 1)
+        k = int(np.flatnonzero((d.pairs >= 6).all(1))[0])
+        i, j = d.pairs[k] - 6
+        t, q = relative_pose(seq.x[i], seq.q[i], seq.x[j], seq.q[j])
+        np.testing.assert_allclose(d.t_rel[k], t, atol=1e-5)
+    flips = np.concatenate(flips)
+    assert 0 < flips.mean() < 1  # both orders
+    with pytest.raises(ValueError, match="at least one pair"):
+        render_pairs(FakeRenderer(plan), xa, qa, xb[:3], qb[:3], Intrinsics.from_fov(64, 48, 65.0), tmp_path / "x")
+
+
+def test_menet_trains_on_rendered_pairs_and_still_refuses_plain_views(tiny_sequence, tmp_path, plan, walk):
+    from campose.train import TrainConfig, train
+
+    w = tiny_sequence("walk", 10, seed=1)
+    xa, qa, xb, qb = sample_pairs(plan, walk.x, walk.q, 6, seed=2)
+    pairs = render_pairs(FakeRenderer(plan), xa, qa, xb, qb, Intrinsics.from_fov(64, 48, 65.0), tmp_path / "p",
+                         size=(32, 24))
+    cfg = TrainConfig(kind="menet", backbone="mobilenet_v3_small", image_size=(32, 24), epochs=1, batch_size=4,
+                      max_gap=2, val_fraction=0.3)
+    run = train(cfg, [w, pairs], progress=False)
+    assert run.status == "completed" and np.isfinite(run.history[0]["train_loss"])
+    assert run.split["p"] == {"train": [0, 12]}  # all rendered pairs train; validation is the walk's tail
+    views = tiny_sequence("views", 4, seed=2)
+    views.meta["ordered"] = False
+    with pytest.raises(ValueError, match="views is an unordered set of views"):
+        train(cfg, [w, views], progress=False)
+
+
+def test_dense_pairs_stage_draws_around_training_frames_and_menet_runs_use_it(tiny_profile, monkeypatch):
+    """``dense_sequence`` gives MeNet the rendered pairs (PoseNet the views); the stage steps up to
+    the distance the walks cover in ``max_gap`` frames, is cached, and a MeNet run with
+    ``dense=True`` trains on walk pairs plus rendered pairs for the profile's pair epochs."""
+
+    renders = []
+    Fake = counting_renderer(renders)
+    prof = pipeline.profile_with(tiny_profile, dense={"views": 4, "epochs": 2, "pairs": 5, "pair_epochs": 3, "seed": 0},
+                                 train={**tiny_profile.train, "val_fraction": 0.25, "val_gap": 1, "max_gap": 2})
+    monkeypatch.setitem(pipeline.PROFILES, "tiny", prof)
+    monkeypatch.setattr(pipeline, "get_renderer", lambda profile: Fake(EverywherePlan()))
+    seq = pipeline.dense_sequence("tiny", "menet", labels="truth")
+    assert len(seq) == 10 and seq.paired and len(renders) == 10
+    walk = pipeline.render_dataset("tiny")["cli-train"]
+    n_train = 14 - round(0.25 * 14) - 1
+    steps = np.linalg.norm(walk.x[2:n_train] - walk.x[:n_train - 2], axis=1)  # max_gap = 2 frames apart
+    assert seq.meta["sampler"]["max_step_m"] == pytest.approx(np.percentile(steps, 90), abs=1e-3)
+    assert seq.meta["around"] == ["cli-train"]
+    assert pipeline.dense_sequence("tiny", "menet_siamese", labels="truth").paired and len(renders) == 10  # cached
+    assert not pipeline.dense_sequence("tiny", "posenet", labels="truth").paired
+    assert pipeline.dense_epochs("tiny", {"kind": "menet"}) == {"kind": "menet", "epochs": 3}
+    assert pipeline.dense_epochs("tiny", {"kind": "posenet"}) == {"kind": "posenet", "epochs": 2}
+    run = pipeline.train_model("tiny", "menet-pairs", labels="truth", dense=True, kind="menet", progress=False)
+    assert len(run.history) == 3 and run.meta["dense_pairs"] == 5 and "dense_views" not in run.meta
+    with pytest.raises(ValueError, match="no rendered pairs"):
+        pipeline.dense_pairs(pipeline.profile_with(prof, dense={}), labels="truth")
+    with pytest.raises(ValueError, match="unknown model kind"):
+        pipeline.dense_sequence("tiny", "nonet", labels="truth")
 
 
 def test_plot_views_draws_every_view_and_a_sample_of_headings(plan, walk):

@@ -107,6 +107,17 @@ def test_colour_jitter_on_a_batch_is_torchvision_image_by_image():
     four = T.ColourJitter(0.4, 0.3, 0.5, 0.05, seed=7)(imgs[:4])
     assert torch.allclose(stacked.reshape(4, 3, 6, 8), four, atol=1e-6)
     assert not torch.allclose(four[0], four[1] - imgs[1] + imgs[0], atol=1e-3)  # not one jitter for the pair
+    # per_stack (the trainer's choice for MeNet): one draw per stack, the same factors for both images
+    pair = T.ColourJitter(0.4, 0.3, 0.5, 0.05, seed=7, per_stack=True)(imgs[:4].reshape(2, 6, 6, 8)).reshape(4, 3, 6, 8)
+    f2, h2 = T.ColourJitter(0.4, 0.3, 0.5, 0.05, seed=7).factors(2)
+    for k in range(4):
+        ref = (imgs[k] * std + mean).clamp(0, 1)
+        ref = TF.adjust_saturation(TF.adjust_contrast(TF.adjust_brightness(ref, float(f2[k // 2, 0])),
+                                                      float(f2[k // 2, 1])), float(f2[k // 2, 2]))
+        ref = (TF.adjust_hue(ref, float(h2[k // 2])) - mean) / std
+        assert torch.allclose(pair[k], ref, atol=1e-5)
+    same = T.ColourJitter(0.4, 0.3, 0.5, seed=1, per_stack=True)(torch.cat([imgs[:2], imgs[:2]], 1))
+    assert torch.allclose(same[:, :3], same[:, 3:], atol=1e-6)  # two equal images stay equal
     with pytest.raises(ValueError, match="3k, H, W"):
         T.ColourJitter()(torch.zeros(2, 4, 6, 8))
 

@@ -71,7 +71,7 @@ def _train(args) -> int:
         warnings.simplefilter("ignore", TrainingWarning)
         meta = {"profile": prof.name, "labels": args.labels}
         if dense is not None:
-            meta["dense_views"] = len(sequences[-1])
+            meta.update(pipeline.dense_meta(sequences[-1]))
         res = train(cfg, sequences, out_path=out, meta=meta)
     cols = [c for c in ("train_loss", "val_loss", "val_position_m", "val_rotation_deg", "val_direction_deg", "seconds")
             if c in res.history_frame()]
@@ -155,8 +155,9 @@ def _add_train_evaluate(sub) -> None:
     t.add_argument("--max-minutes", type=float, default=None, help="time budget")
     t.add_argument("--no-augment", action="store_true", help="no colour jitter")
     t.add_argument("--dense-views", type=int, default=None, metavar="N",
-                   help="PoseNet, MapNet: also train on N views rendered around the training walks (campose.densify; "
-                        "0: the profile's count); --epochs then defaults to the profile's dense epochs")
+                   help="also train on N views rendered around the training walks (PoseNet, MapNet) or N rendered "
+                        "pairs (MeNet) (campose.densify; 0: the profile's count); --epochs then defaults to the "
+                        "profile's dense epochs")
     t.add_argument("--labels", default=None, choices=["sfm", "truth"],
                    help="train on the aligned SfM labels or on the true poses (no SfM needed); default: the profile's")
     t.add_argument("--out", default=None, help="checkpoint path (default: <data>/<profile>/checkpoints/...)")

@@ -64,6 +64,12 @@ class Sequence:
         return bool(self.meta.get("ordered", True))
 
     @property
+    def paired(self) -> bool:
+        """True for rendered pairs (:func:`campose.densify.render_pairs`): frames 2m and 2m + 1 are
+        pair m, the only frames :class:`PairDataset` pairs in it."""
+        return bool(self.meta.get("paired", False))
+
+    @property
     def image_folder(self) -> Path:
         """The folder the image names are relative to."""
         return Path(self.image_dir) if self.image_dir is not None else Path(self.root) / "images"
@@ -376,7 +382,9 @@ class PairDataset:
     **same** sequence, 1 <= |position of j - position of i| <= ``max_gap`` (pairs never cross
     sequences). For every frame up to ``pairs_per_image`` partners are drawn without replacement, both
     directions allowed, from ``numpy.random.default_rng(seed)``; :meth:`resample` draws a new set (e.g.
-    per epoch). Relative poses come from :func:`campose.geometry.relative_pose`.
+    per epoch). A paired sequence (``Sequence.paired``, rendered pairs) gives each of its pairs
+    (2m, 2m + 1) once per draw, in an order drawn at random; other unordered sequences give none.
+    Relative poses come from :func:`campose.geometry.relative_pose`.
 
     Item k -> (image_i (3, h, w), image_j (3, h, w), t_rel (3,), q_rel (4,), x_i, q_i, x_j, q_j, i, j):
     t_rel = R_i^T (x_j - x_i) (metres, camera-i axes), q_rel = q_i^-1 q_j (w-first, w >= 0), x/q the
@@ -410,16 +418,23 @@ class PairDataset:
         rng = np.random.default_rng(seed)
         pairs = []
         for s, seq in enumerate(self.frames.sequences):
+            n, off = len(seq), int(self.frames.offsets[s])
+            if seq.paired:  # rendered pairs: (2m, 2m + 1), either way round
+                if n % 2:
+                    raise ValueError(f"paired sequence {seq.name} has an odd number of frames ({n})")
+                a = off + np.arange(0, n, 2)
+                flip = rng.random(len(a)) < 0.5
+                pairs += [(int(j), int(i)) if f else (int(i), int(j)) for i, j, f in zip(a, a + 1, flip)]
+                continue
             if not seq.ordered:  # neighbours in an unordered set are not neighbours in space
                 continue
-            n, off = len(seq), int(self.frames.offsets[s])
             for i in range(n):
                 cand = np.r_[max(0, i - self.max_gap):i, i + 1:min(n, i + self.max_gap + 1)]
                 if len(cand):
                     js = rng.choice(cand, size=min(self.pairs_per_image, len(cand)), replace=False)
                     pairs += [(off + i, off + int(j)) for j in js]
         if not pairs:
-            raise ValueError("no pairs: every ordered sequence (walk) has a single frame")
+            raise ValueError("no pairs: every ordered sequence (walk) has a single frame, and none is paired")
         self.pairs = np.array(pairs, dtype=np.int64)
         i, j = self.pairs[:, 0], self.pairs[:, 1]
         t, q = relative_pose(self._x[i], self._q[i], self._x[j], self._q[j])

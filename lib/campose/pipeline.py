@@ -24,7 +24,7 @@ import numpy as np
 
 from campose.camera import Intrinsics
 
-STAGE_VERSION = {"render": 1, "sfm": 1, "labels": 1, "dense": 1}
+STAGE_VERSION = {"render": 1, "sfm": 1, "labels": 1, "dense": 1, "dense_pairs": 1}
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,8 @@ class Profile:
     labels: str = "sfm"
     # extra training views rendered around the training walks (campose.densify, dense_views):
     # ``views`` how many, ``epochs`` how long a run that uses them trains (it sees more images per
-    # epoch, so it gets its own budget), ``seed`` the sampler's
+    # epoch, so it gets its own budget), ``seed`` the sampler's; for MeNet rendered pairs instead
+    # (dense_pairs): ``pairs`` how many, ``pair_epochs`` how long a MeNet run on them trains
     dense: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
@@ -105,7 +106,7 @@ TRAIN_FULL = {"backbone": "mobilenet_v3_small", "epochs": 15, "batch_size": 32, 
 
 PROFILES: dict[str, Profile] = {
     "quick": Profile("quick", ("quick-train", "quick-test"), fps=2.0, render_size=(480, 360), net_size=(64, 48),
-                     train=TRAIN_QUICK, dense={"views": 390, "epochs": 6, "seed": 1}),
+                     train=TRAIN_QUICK, dense={"views": 390, "epochs": 6, "pairs": 200, "pair_epochs": 6, "seed": 1}),
     # full: GLOMAP on all 600k tracks of 2,620 frames ran for over an hour before its last step;
     # 256 tracks per frame (39k in all) and no final retriangulation keep mapping to minutes.
     # min_inliers: 8 % of the verified pairs were false matches between look-alike places, with
@@ -120,7 +121,8 @@ PROFILES: dict[str, Profile] = {
                     labels="sfm",
                     # 6,000 views (3.3x the 1,840 walk frames), 20 epochs: PoseNet L1, alpha = 10 went from
                     # 5.63 m / 14.5 deg to 1.22 m / 4.1 deg median on the test walks (35 min of one core)
-                    dense={"views": 6000, "epochs": 20, "seed": 1}),
+                    # 4,000 rendered pairs for MeNet, 10 epochs: see the pairs' note in campose.densify
+                    dense={"views": 6000, "epochs": 20, "pairs": 4000, "pair_epochs": 10, "seed": 1}),
 }
 
 
@@ -646,6 +648,26 @@ def train_config(profile: str | Profile = "quick", **changes):
     return TrainConfig(**{"image_size": prof.net_size, **prof.train, **changes})
 
 
+def _dense_inputs(prof: Profile, labels: str, val_fraction: float | None, val_gap: int | None,
+                  progress: bool | None):
+    """What the rendered training data (views, pairs) is drawn around: (the training parts of the
+    training walks under ``labels``, split with the run's ``val_fraction`` and ``val_gap`` (default
+    the profile's); the stage folder's suffix, empty for the profile's own split; the stage key's
+    entries for the renders, the labels and those frames)."""
+    from campose.train import data_digest, split_validation
+
+    seqs, _ = labelled_sequences(prof, labels, progress=progress)
+    walks = [s for s in seqs.values() if s.split == "train"]
+    cfg = train_config(prof)
+    fraction = cfg.val_fraction if val_fraction is None else float(val_fraction)
+    gap = cfg.val_gap if val_gap is None else int(val_gap)
+    around, _ = split_validation(walks, fraction, gap)
+    own = (fraction, gap) != (cfg.val_fraction, cfg.val_gap)  # a run's own validation split
+    inputs = {"render": render_key(prof), "labels": labels,
+              "labels_stage": stage_key(prof, "labels") if labels == "sfm" else None, "around": data_digest(around)}
+    return around, (f"-val{fraction:g}-gap{gap}" if own else ""), inputs
+
+
 def dense_views(profile: str | Profile = "quick", views: int | None = None, labels: str | None = None,
                 force: bool = False, progress: bool | None = None, val_fraction: float | None = None,
                 val_gap: int | None = None):
@@ -661,26 +683,17 @@ def dense_views(profile: str | Profile = "quick", views: int | None = None, labe
     around another validation split than the profile's go to a folder of their own."""
     from campose.dataset import load_sequence
     from campose.densify import ViewSampler, render_views, sample_views
-    from campose.train import data_digest, split_validation
 
     prof = get_profile(profile)
     labels = prof.labels if labels is None else labels
     views = int(prof.dense.get("views", 0) if views is None else views)
     if views < 1:
         raise ValueError(f"profile {prof.name} asks for no dense views: pass views >= 1")
-    seqs, _ = labelled_sequences(prof, labels, progress=progress)
-    walks = [s for s in seqs.values() if s.split == "train"]
-    cfg = train_config(prof)
-    fraction = cfg.val_fraction if val_fraction is None else float(val_fraction)
-    gap = cfg.val_gap if val_gap is None else int(val_gap)
-    around, _ = split_validation(walks, fraction, gap)
+    around, suffix, inputs = _dense_inputs(prof, labels, val_fraction, val_gap, progress)
     sampler, seed = ViewSampler(), int(prof.dense.get("seed", 0))
-    own = (fraction, gap) != (cfg.val_fraction, cfg.val_gap)  # a run's own validation split
-    out = stage_dir(prof, "dense") / (f"{labels}-{views}" + (f"-val{fraction:g}-gap{gap}" if own else ""))
-    key = content_key({"v": STAGE_VERSION["dense"], "render": render_key(prof), "labels": labels,
-                       "labels_stage": stage_key(prof, "labels") if labels == "sfm" else None,
-                       "around": data_digest(around), "views": views, "sampler": sampler.to_dict(), "seed": seed,
-                       "size": prof.net_size})
+    out = stage_dir(prof, "dense") / f"{labels}-{views}{suffix}"
+    key = content_key({"v": STAGE_VERSION["dense"], **inputs, "views": views, "sampler": sampler.to_dict(),
+                       "seed": seed, "size": prof.net_size})
     seq_dir = out / "dense-views"
     if not force and stage_is_current(out, key, needs="dense-views/poses.csv"):
         return load_sequence(seq_dir)
@@ -697,26 +710,87 @@ def dense_views(profile: str | Profile = "quick", views: int | None = None, labe
     return seq
 
 
-def dense_epochs(profile: str | Profile, changes: dict) -> dict:
-    """TrainConfig ``changes`` for a run on the walks plus dense views: the profile's dense epochs
-    (``profile.dense["epochs"]``) unless ``changes`` sets ``epochs``."""
+def dense_pairs(profile: str | Profile = "quick", pairs: int | None = None, labels: str | None = None,
+                force: bool = False, progress: bool | None = None, val_fraction: float | None = None,
+                val_gap: int | None = None):
+    """Stage ``dense/<labels>-pairs-<pairs>``: MeNet's rendered pairs around the training walks
+    (:func:`campose.densify.sample_pairs`, :func:`campose.densify.render_pairs`), one unordered,
+    paired training sequence named ``dense-pairs``.
+
+    ``pairs``: how many (default ``profile.dense["pairs"]``). The first view of a pair is drawn as
+    :func:`dense_views` draws its views (around the ``labels`` poses of the training walks, never
+    around their validation tails); the second steps forwards or backwards along its heading by up
+    to the distance the walks cover in the profile's ``max_gap`` frames (the 90th percentile over
+    the training walks, so the rendered steps span the walks' pairs; a run with another
+    ``max_gap`` gets the same pairs). Stored at the networks' input size and cached like the
+    dense views."""
+    from campose.dataset import load_sequence
+    from campose.densify import PairSampler, ViewSampler, render_pairs, sample_pairs
+
     prof = get_profile(profile)
-    if "epochs" in changes or "epochs" not in prof.dense:
+    labels = prof.labels if labels is None else labels
+    pairs = int(prof.dense.get("pairs", 0) if pairs is None else pairs)
+    if pairs < 1:
+        raise ValueError(f"profile {prof.name} asks for no rendered pairs: pass pairs >= 1")
+    around, suffix, inputs = _dense_inputs(prof, labels, val_fraction, val_gap, progress)
+    g = int(train_config(prof).max_gap)
+    steps = np.concatenate([np.linalg.norm(s.x[g:] - s.x[:-g], axis=1) for s in around if len(s) > g] or [np.zeros(0)])
+    if not len(steps):
+        raise ValueError(f"no training walk of profile {prof.name} is longer than max_gap={g} frames")
+    sampler = PairSampler(max_step_m=round(max(float(np.percentile(steps, 90)), PairSampler.min_step_m), 3))
+    views, seed = ViewSampler(), int(prof.dense.get("seed", 0))
+    out = stage_dir(prof, "dense") / f"{labels}-pairs-{pairs}{suffix}"
+    key = content_key({"v": STAGE_VERSION["dense_pairs"], **inputs, "pairs": pairs, "sampler": sampler.to_dict(),
+                       "views": views.to_dict(), "seed": seed, "size": prof.net_size})
+    seq_dir = out / "dense-pairs"
+    if not force and stage_is_current(out, key, needs="dense-pairs/poses.csv"):
+        return load_sequence(seq_dir)
+    t0 = time.perf_counter()
+    renderer = get_renderer(prof)
+    x = np.concatenate([s.x for s in around])
+    q = np.concatenate([s.q for s in around])
+    xa, qa, xb, qb = sample_pairs(renderer.plan, x, q, pairs, sampler, views, seed=seed)
+    progress = show_progress() if progress is None else progress
+    seq = render_pairs(renderer, xa, qa, xb, qb, prof.intrinsics(), seq_dir, size=prof.net_size, progress=progress,
+                       meta={"profile": prof.name, "labels": labels, "around": [s.name for s in around],
+                             "sampler": sampler.to_dict(), "views": views.to_dict(), "seed": seed})
+    mark_stage(out, key, {"pairs": pairs, "seconds": time.perf_counter() - t0})
+    return seq
+
+
+def dense_meta(seq) -> dict:
+    """What a checkpoint's meta records of the rendered sequence a run trained on: ``dense_views``
+    (views, PoseNet and MapNet) or ``dense_pairs`` (rendered pairs, MeNet)."""
+    return {"dense_pairs": len(seq) // 2} if seq.paired else {"dense_views": len(seq)}
+
+
+def dense_epochs(profile: str | Profile, changes: dict) -> dict:
+    """TrainConfig ``changes`` for a run on the walks plus rendered data: the profile's dense epochs
+    (``profile.dense["epochs"]``; MeNet, on rendered pairs: ``profile.dense["pair_epochs"]``) unless
+    ``changes`` sets ``epochs``."""
+    prof = get_profile(profile)
+    kind = changes.get("kind", train_config(prof).kind)
+    key = "pair_epochs" if str(kind).startswith("menet") else "epochs"
+    if "epochs" in changes or key not in prof.dense:
         return dict(changes)
-    return {**changes, "epochs": prof.dense["epochs"]}
+    return {**changes, "epochs": prof.dense[key]}
 
 
 def dense_sequence(profile: str | Profile, kind: str, views: int | None = None, labels: str | None = None,
                    progress: bool | None = None, val_fraction: float | None = None, val_gap: int | None = None):
-    """The :func:`dense_views` sequence for a run of model ``kind`` (``views``: None for the profile's
-    count). Refuses MeNet before rendering anything: the views are unordered, and its pairs need
-    neighbouring frames of a walk (PoseNet takes them as frames, MapNet as absolute-only items).
-    ``val_fraction``, ``val_gap``: the run's validation split (default the profile's), so no view is
-    drawn around a frame the run validates on."""
+    """The rendered training sequence for a run of model ``kind``: PoseNet and MapNet get the
+    :func:`dense_views` (PoseNet takes them as frames, MapNet as absolute-only items), MeNet the
+    :func:`dense_pairs` (its pairs need two views of one motion, which unordered views are not).
+    ``views``: how many views or pairs (None: the profile's count). ``val_fraction``, ``val_gap``:
+    the run's validation split (default the profile's), so nothing is drawn around a frame the run
+    validates on."""
+    from campose.models import MODELS
     from campose.train import VIEW_KINDS
 
+    if kind not in MODELS:
+        raise ValueError(f"unknown model kind {kind!r}; choose one of {', '.join(MODELS)}")
     if kind not in VIEW_KINDS:
-        raise ValueError(f"dense views are unordered: PoseNet and MapNet train on them, {kind} cannot")
+        return dense_pairs(profile, views, labels, progress=progress, val_fraction=val_fraction, val_gap=val_gap)
     return dense_views(profile, views, labels, progress=progress, val_fraction=val_fraction, val_gap=val_gap)
 
 
@@ -751,8 +825,9 @@ def train_model(profile: str | Profile = "quick", name: str = "posenet", labels:
 
     ``changes``: :class:`campose.train.TrainConfig` fields over :func:`train_config` (e.g.
     ``kind="mapnet", loss="smoothl1"``). ``dense``: also train on extra views rendered around the
-    walks (:func:`dense_views`; True: the profile's count, an int: that many), for
-    ``profile.dense["epochs"]`` epochs unless ``epochs`` is given; PoseNet and MapNet. The cache key holds
+    walks (:func:`dense_sequence`: views for PoseNet and MapNet, rendered pairs for MeNet; True: the
+    profile's count, an int: that many), for the profile's dense epochs unless ``epochs`` is given
+    (:func:`dense_epochs`). The cache key holds
     the config, the labels (their poses and the stage that made them), the renders and the dense
     views, so a changed label or image retrains. Returns a :class:`campose.train.TrainResult` whose
     checkpoint is ``model_dir(profile, name)/model.pt``."""
@@ -779,7 +854,7 @@ def train_model(profile: str | Profile = "quick", name: str = "posenet", labels:
         extra["dense"] = stage_key(prof, f"dense/{Path(views.root).parent.name}")
     return train_cached(cfg, train_seqs, model_dir(prof, name), key_extra=extra, force=force, progress=progress,
                         meta={"profile": prof.name, "labels": labels, "name": name,
-                              **({"dense_views": len(train_seqs[-1])} if dense else {})},
+                              **(dense_meta(train_seqs[-1]) if dense else {})},
                         image_cache=image_cache(prof))
 
 

@@ -34,7 +34,10 @@ MAPNET_WEIGHTS = {"alpha": 10.0, "alpha_rel": 0.1}
 STUDIES: dict[str, dict[str, dict]] = {
     "menet": {
         "stacked (6-channel)": {"kind": "menet", "loss": "l1"},
-        "siamese": {"kind": "menet_siamese", "loss": "l1"},
+        # the walks' pairs plus pairs rendered around them (campose.densify.render_pairs), for the
+        # profile's pair epochs: on the walks alone MeNet memorises places, not motion
+        "stacked, rendered pairs": {"kind": "menet", "loss": "l1", "dense": True},
+        "siamese, rendered pairs": {"kind": "menet_siamese", "loss": "l1", "dense": True},
     },
     "posenet": {
         "SmoothL1": {"kind": "posenet", "loss": "smoothl1"},
@@ -116,7 +119,7 @@ class Study:
             row = {"run": label, "model": r.model.kind, "loss": r.config.loss,
                    "alpha": "learned" if r.config.learn_weights else r.config.alpha, "status": r.status,
                    "best epoch": r.best_epoch, "epochs run": len(r.history), "train min": r.seconds / 60,
-                   "dense views": int(r.meta.get("dense_views", 0))}
+                   "dense views": int(r.meta.get("dense_views", 0)), "rendered pairs": int(r.meta.get("dense_pairs", 0))}
             t = run.evaluation if run.relative else run.evaluation.table
             seqs = list(t.loc[reference].index)
             key = seqs[0] if sequence == "all" and len(seqs) == 1 else sequence  # one walk: no 'all' row
@@ -135,7 +138,7 @@ class Study:
         the walks alone (no extra views of :mod:`campose.densify`), for like-for-like comparisons."""
         t = self.table(reference)
         if walks_only:
-            t = t[t["dense views"] == 0]
+            t = t[(t["dense views"] == 0) & (t["rendered pairs"] == 0)]
         ok = t[~t["status"].isin(["nan", "diverged"])]
         if ok.empty:
             ok = t
@@ -230,8 +233,9 @@ class Study:
                             "mean position (m)", "median rotation (deg)", "mean rotation (deg)",
                             "median translation (m)", "median direction (deg)") if c in t.columns]
         keep += [c for c in t.columns if c.startswith("within")]
-        if t["dense views"].any():  # only when a run trained on extra views (campose.densify)
-            keep.insert(keep.index("train min") + 1, "dense views")
+        for c in ("rendered pairs", "dense views"):  # only when a run trained on rendered data (campose.densify)
+            if t[c].any():
+                keep.insert(keep.index("train min") + 1, c)
         t = t[keep]
         if report and self.name in REPORT:
             row = {c: np.nan for c in t.columns}
@@ -310,21 +314,23 @@ def train_all(profile, studies=None, labels: str | None = None, jobs: int = 2, p
         raise ValueError(f"unknown study(ies) {unknown}; choose from {', '.join(STUDIES)}")
     if int(jobs) < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
-    # build the data stages once, here, not in every worker: labels, dense views, resized images
+    # build the data stages once, here, not in every worker: labels, dense views and pairs, resized images
     pipeline.labelled_sequences(prof, labels)
     tasks = [(run_name(st, label), {**changes, **common}) for st in names for label, changes in STUDIES[st].items()]
-    splits = set()  # the validation splits of the runs with dense views: one set of views each
+    splits = set()  # the validation splits of the runs with rendered data: one set of views (or pairs) each
     for _, changes in tasks:
         if changes.get("dense"):
             cfg = pipeline.train_config(prof, **{k: v for k, v in changes.items() if k != "dense"})
-            splits.add((cfg.val_fraction, cfg.val_gap))
-    for fraction, gap in sorted(splits):
-        pipeline.dense_views(prof, None, labels, progress=progress, val_fraction=fraction, val_gap=gap)
+            splits.add(("menet" if cfg.kind.startswith("menet") else "posenet", cfg.val_fraction, cfg.val_gap))
+    for kind_group, fraction, gap in sorted(splits):  # views for PoseNet and MapNet, pairs for MeNet
+        pipeline.dense_sequence(prof, kind_group, None, labels, progress=progress, val_fraction=fraction, val_gap=gap)
     pipeline.cache_images(prof, labels, progress=progress)
     order = {name: i for i, (name, _) in enumerate(tasks)}  # the rows come back in the studies' order
-    # longest first (dense views, then the slower models), so the last job to finish is a short one
+    # longest first (dense views, then rendered pairs, then the slower models), so the last job to
+    # finish is a short one
     cost = {k: i for i, k in enumerate(_KIND_COST)}
-    tasks.sort(key=lambda t: (not t[1].get("dense", False), cost.get(t[1].get("kind", "posenet"), len(cost))))
+    tasks.sort(key=lambda t: (not t[1].get("dense", False), str(t[1].get("kind", "posenet")).startswith("menet"),
+                              cost.get(t[1].get("kind", "posenet"), len(cost))))
     progress = pipeline.show_progress() if progress is None else progress
     t0, rows = time.perf_counter(), []
     bar = tqdm(total=len(tasks), desc=f"train {prof.name} studies", disable=not progress)

@@ -18,12 +18,14 @@ refused: they are never used for training or model selection.
   (:class:`campose.dataset.WindowBatchSampler`) and the relative terms between neighbours in a window
   (:func:`campose.losses.consecutive_pairs`); unordered views (:mod:`campose.densify`) join its
   batches as absolute-only items. MeNet (``menet`` and ``menet_siamese``): pairs of one
-  sequence (:class:`campose.dataset.PairDataset`, resampled every epoch) as one 6-channel stack, the
+  sequence (:class:`campose.dataset.PairDataset`, resampled every epoch; rendered pairs,
+  :func:`campose.densify.render_pairs`, join as their own pairs) as one 6-channel stack, the
   input both MeNet variants take (the siamese one splits it into its two images); labels are relative
   poses, t_rel in metres in camera i's axes. Translation statistics (:func:`campose.models.translation_stats`)
   come from the training part only.
 * **Augmentation** (:class:`ColourJitter`): brightness, contrast, saturation (and optionally hue) only.
-  No flips, crops or rotations: they would change the pose an image shows.
+  No flips, crops or rotations: they would change the pose an image shows. MeNet's two images get
+  the same factors (two frames of one video share the exposure).
 * **Reproducibility.** Python's, numpy's and torch's generators are seeded, the batch order is drawn
   from ``seed + epoch``, the jitter from its own generator; on CUDA cuDNN runs deterministically.
 * **Device.** CUDA when present, else the CPU with :func:`cpu_threads` threads: on the 2-core machine,
@@ -285,14 +287,16 @@ def _part(s: Sequence, a: int, b: int, split: str) -> Sequence:
 class ColourJitter:
     """Photometric augmentation of normalised image tensors (:func:`campose.dataset.image_to_tensor`):
     one image (3, H, W), a batch (B, 3, H, W) or stacks of images (B, 3k, H, W), each image with
-    factors of its own: brightness, contrast and saturation uniform in [1 - a, 1 + a], hue shift
+    factors of its own, or with ``per_stack`` the same factors for the k images of a stack (MeNet's
+    pairs: two frames of one video share the exposure, so only the motion tells them apart): brightness, contrast and saturation uniform in [1 - a, 1 + a], hue shift
     uniform in [-hue, hue] (fraction of the colour circle), applied in that order to the [0, 1] image
     as torchvision's ``adjust_*`` functions do. The geometry is untouched, so the pose label stays
     true. Random numbers come from the object's own generator (``seed``), so a run is reproducible.
     The trainer jitters whole batches at once (ten times cheaper than image by image)."""
 
     def __init__(self, brightness: float = 0.2, contrast: float = 0.2, saturation: float = 0.2, hue: float = 0.0,
-                 seed: int = 0, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+                 seed: int = 0, mean=IMAGENET_MEAN, std=IMAGENET_STD, per_stack: bool = False):
+        self.per_stack = bool(per_stack)
         self.amplitudes = torch.tensor([float(brightness), float(contrast), float(saturation)])
         self.hue = float(hue)
         self.mean, self.std = torch.tensor(mean).view(3, 1, 1), torch.tensor(std).view(3, 1, 1)
@@ -313,7 +317,12 @@ class ColourJitter:
         dev = t.device
         mean, std = self.mean.to(dev), self.std.to(dev)
         img = (t.reshape(-1, 3, *t.shape[-2:]) * std + mean).clamp(0, 1)
-        f, h = self.factors(img.shape[0])
+        if self.per_stack:  # one draw per stack, repeated for its k images
+            k = t.shape[-3] // 3
+            f, h = self.factors(img.shape[0] // k)
+            f, h = f.repeat_interleave(k, 0), (h.repeat_interleave(k, 0) if h is not None else None)
+        else:
+            f, h = self.factors(img.shape[0])
         b, c, s = (f[:, k].view(-1, 1, 1, 1).to(dev) for k in range(3))
         img = (img * b).clamp(0, 1)
         img = (c * img + (1 - c) * TF.rgb_to_grayscale(img).mean(dim=(-3, -2, -1), keepdim=True)).clamp(0, 1)
@@ -538,10 +547,11 @@ def train(config: TrainConfig, sequences, out_path=None, progress: bool | None =
     if test:
         raise ValueError(f"test sequences are never used for training: {', '.join(test)}")
     unordered = [s.name for s in seqs if not s.ordered]
-    if unordered and cfg.kind not in VIEW_KINDS:
-        raise ValueError(f"{cfg.kind} learns from pairs of neighbouring frames of walks, and {', '.join(unordered)} "
-                         "is an unordered set of views (campose.densify): train PoseNet or MapNet on it, or leave "
-                         "it out")
+    unpaired = [s.name for s in seqs if not s.ordered and not s.paired]
+    if unpaired and cfg.kind not in VIEW_KINDS:
+        raise ValueError(f"{cfg.kind} learns from pairs of neighbouring frames of walks or rendered pairs, and "
+                         f"{', '.join(unpaired)} is an unordered set of views (campose.densify): train PoseNet or "
+                         "MapNet on it, or leave it out")
     if unordered and cfg.kind == "mapnet" and len(unordered) == len(seqs):
         raise ValueError(f"{cfg.kind} needs at least one walk: {', '.join(unordered)} only holds unordered views")
     device = choose_device(cfg.device)
@@ -553,8 +563,8 @@ def train(config: TrainConfig, sequences, out_path=None, progress: bool | None =
         split = {p.name: {"train": p.meta["frames"]} for p in train_parts}
         for p in val_parts:
             split[p.name]["val"] = p.meta["frames"]
-        jitter = (ColourJitter(cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue, seed=cfg.seed + 1)
-                  if cfg.augment else None)
+        jitter = (ColourJitter(cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue, seed=cfg.seed + 1,
+                               per_stack=cfg.kind.startswith("menet")) if cfg.augment else None)
         task_type = _RelativeTask if cfg.kind.startswith("menet") else _AbsoluteTask
         task = task_type(cfg, train_parts, val_parts, jitter, image_cache)
         model = build_model(cfg.kind, backbone=cfg.backbone, hidden=cfg.hidden, dropout=cfg.dropout,
@@ -818,8 +828,10 @@ def train_cached(config: TrainConfig, sequences, out_dir, key_extra=None, force:
     from campose.pipeline import content_key, mark_stage, stage_is_current
 
     out = Path(out_dir)
-    key = content_key({"v": CHECKPOINT_VERSION, "config": config.to_dict(), "data": data_digest(sequences),
-                       "extra": key_extra})
+    key = {"v": CHECKPOINT_VERSION, "config": config.to_dict(), "data": data_digest(sequences), "extra": key_extra}
+    if config.kind.startswith("menet"):  # MeNet runs trained before the pair's images shared their jitter
+        key["pair_jitter"] = "shared"     # (ColourJitter.per_stack) are stale
+    key = content_key(key)
     path = out / "model.pt"
     if not force and stage_is_current(out, key, needs=path.name):
         return TrainResult.from_checkpoint(path)
