@@ -734,10 +734,11 @@ def dense_pairs(profile: str | Profile = "quick", pairs: int | None = None, labe
         raise ValueError(f"profile {prof.name} asks for no rendered pairs: pass pairs >= 1")
     around, suffix, inputs = _dense_inputs(prof, labels, val_fraction, val_gap, progress)
     g = int(train_config(prof).max_gap)
-    steps = np.concatenate([np.linalg.norm(s.x[g:] - s.x[:-g], axis=1) for s in around if len(s) > g] or [np.zeros(0)])
-    if not len(steps):
+    steps = [np.linalg.norm(s.x[g:] - s.x[:-g], axis=1) for s in around if len(s) > g]  # metres covered in g frames
+    if not steps:
         raise ValueError(f"no training walk of profile {prof.name} is longer than max_gap={g} frames")
-    sampler = PairSampler(max_step_m=round(max(float(np.percentile(steps, 90)), PairSampler.min_step_m), 3))
+    p90 = float(np.percentile(np.concatenate(steps), 90))
+    sampler = PairSampler(max_step_m=round(max(p90, PairSampler.min_step_m), 3))
     views, seed = ViewSampler(), int(prof.dense.get("seed", 0))
     out = stage_dir(prof, "dense") / f"{labels}-pairs-{pairs}{suffix}"
     key = content_key({"v": STAGE_VERSION["dense_pairs"], **inputs, "pairs": pairs, "sampler": sampler.to_dict(),

@@ -119,7 +119,8 @@ class Study:
             row = {"run": label, "model": r.model.kind, "loss": r.config.loss,
                    "alpha": "learned" if r.config.learn_weights else r.config.alpha, "status": r.status,
                    "best epoch": r.best_epoch, "epochs run": len(r.history), "train min": r.seconds / 60,
-                   "dense views": int(r.meta.get("dense_views", 0)), "rendered pairs": int(r.meta.get("dense_pairs", 0))}
+                   "dense views": int(r.meta.get("dense_views", 0)),
+                   "rendered pairs": int(r.meta.get("dense_pairs", 0))}
             t = run.evaluation if run.relative else run.evaluation.table
             seqs = list(t.loc[reference].index)
             key = seqs[0] if sequence == "all" and len(seqs) == 1 else sequence  # one walk: no 'all' row

@@ -288,7 +288,8 @@ class ColourJitter:
     """Photometric augmentation of normalised image tensors (:func:`campose.dataset.image_to_tensor`):
     one image (3, H, W), a batch (B, 3, H, W) or stacks of images (B, 3k, H, W), each image with
     factors of its own, or with ``per_stack`` the same factors for the k images of a stack (MeNet's
-    pairs: two frames of one video share the exposure, so only the motion tells them apart): brightness, contrast and saturation uniform in [1 - a, 1 + a], hue shift
+    pairs: two frames of one video share the exposure, so only the motion tells them apart):
+    brightness, contrast and saturation uniform in [1 - a, 1 + a], hue shift
     uniform in [-hue, hue] (fraction of the colour circle), applied in that order to the [0, 1] image
     as torchvision's ``adjust_*`` functions do. The geometry is untouched, so the pose label stays
     true. Random numbers come from the object's own generator (``seed``), so a run is reproducible.
