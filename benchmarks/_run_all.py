@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from _common import cpu_model, version
+from _common import machine as _common_machine
 
 HERE = Path(__file__).resolve().parent
 TAIL_LINES = 20
@@ -103,14 +103,9 @@ def _gpu() -> str | None:
 
 
 def machine() -> dict:
-    """What the figures were measured on (no hostname: the results may be published)."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cpus = os.cpu_count()
-    return {"cpus": cpus, "cpu_model": cpu_model(), "processor": platform.processor() or platform.machine(),
-            "system": f"{platform.system()} {platform.release()}", "python": platform.python_version(),
-            "torch": version("torch"), "pycolmap": version("pycolmap"), "gpu": _gpu()}
+    """What the figures were measured on (no hostname: the results may be published): what every
+    benchmark records (``_common.machine``), plus the system and the GPU."""
+    return {**_common_machine(), "system": f"{platform.system()} {platform.release()}", "gpu": _gpu()}
 
 
 def _cpu_busy() -> float | None:

@@ -322,9 +322,10 @@ def train_all(profile, studies=None, labels: str | None = None, jobs: int = 2, p
     for _, changes in tasks:
         if changes.get("dense"):
             cfg = pipeline.train_config(prof, **{k: v for k, v in changes.items() if k != "dense"})
-            splits.add(("menet" if cfg.kind.startswith("menet") else "posenet", cfg.val_fraction, cfg.val_gap))
-    for kind_group, fraction, gap in sorted(splits):  # views for PoseNet and MapNet, pairs for MeNet
-        pipeline.dense_sequence(prof, kind_group, None, labels, progress=progress, val_fraction=fraction, val_gap=gap)
+            splits.add((cfg.kind.startswith("menet"), cfg.val_fraction, cfg.val_gap))
+    for pairs, fraction, gap in sorted(splits):  # pairs for MeNet, views for PoseNet and MapNet
+        render = pipeline.dense_pairs if pairs else pipeline.dense_views
+        render(prof, None, labels, progress=progress, val_fraction=fraction, val_gap=gap)
     pipeline.cache_images(prof, labels, progress=progress)
     order = {name: i for i, (name, _) in enumerate(tasks)}  # the rows come back in the studies' order
     # longest first (dense views, then rendered pairs, then the slower models), so the last job to
