@@ -81,7 +81,7 @@ def default_configs() -> list[str]:
     for prof in pipeline.PROFILES.values():
         cfg = pipeline.train_config(prof)
         size = "x".join(str(v) for v in cfg.image_size)
-        out += [f"{k}:{cfg.backbone}:{size}" for k in ("posenet", "mapnet", "menet", "menet_siamese")]
+        out += [f"{k}:{cfg.backbone}:{size}" for k in ("posenet", "mapnet", "menet", "menet_siamese", "menet_corr")]
         out.append(f"posenet:resnet18:{size}")
     return list(dict.fromkeys(out))
 

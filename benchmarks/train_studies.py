@@ -1,7 +1,7 @@
 """Train every model of chapters 06-08 on a profile, time it, and print the results table.
 
-Trains the runs of ``campose.study.STUDIES`` (MeNet stacked on the walks, stacked and siamese with
-rendered pairs; PoseNet with SmoothL1, L1, MSE, alpha = 10, learned weighting and dense views;
+Trains the runs of ``campose.study.STUDIES`` (MeNet stacked on the walks, stacked, siamese and
+correlation with rendered pairs; PoseNet with SmoothL1, L1, MSE, alpha = 10, learned weighting and dense views;
 MapNet with L1, SmoothL1, RMSE, relative weight 1 and dense views) into the ``models`` stage,
 ``--jobs`` at a time (one torch thread each on a 2-core machine), then scores each on the
 profile's test walks against the true poses and the SfM labels. Prints per run the status, epochs

@@ -123,6 +123,71 @@ def test_siamese_menet_shares_one_backbone(models):
     assert torch.allclose(swapped, torch.cat([fb, fa], 1), atol=1e-5)
 
 
+def _correlation_by_loops(f1, f2, d):
+    """The definition, one displacement and one cell at a time."""
+    B, C, h, w = f1.shape
+    out = torch.zeros(B, (2 * d + 1) ** 2, h, w)
+    for k, (dy, dx) in enumerate((dy, dx) for dy in range(-d, d + 1) for dx in range(-d, d + 1)):
+        for y in range(h):
+            for x in range(w):
+                if 0 <= y + dy < h and 0 <= x + dx < w:
+                    out[:, k, y, x] = (f1[:, :, y, x] * f2[:, :, y + dy, x + dx]).mean(1)
+    return out
+
+
+def test_correlation_matches_its_definition_and_finds_a_shift():
+    corr = M.Correlation(2)
+    f1, f2 = torch.randn(2, 5, 6, 7), torch.randn(2, 5, 6, 7)
+    got = corr(f1, f2)
+    assert got.shape == (2, 25, 6, 7)
+    assert torch.allclose(got, _correlation_by_loops(f1, f2, 2), atol=1e-6)
+    # image j is image i moved by (dy, dx) = (1, -2) cells: inside, the peak is that displacement's channel
+    f = torch.randn(1, 64, 8, 9)
+    moved = torch.zeros_like(f)
+    moved[:, :, 1:, :-2] = f[:, :, :-1, 2:]
+    peak = corr(f, moved)[0, :, 2:6, 3:7].argmax(0)
+    assert (peak == (1 + 2) * 5 + (-2 + 2)).all()
+    with pytest.raises(ValueError, match="max_displacement"):
+        M.Correlation(-1)
+    with pytest.raises(ValueError, match="two maps of one shape"):
+        corr(f1, f2[:, :4])
+
+
+def test_correlation_menet_shares_its_encoder_and_reads_the_order():
+    # a fresh model: the shared one's BatchNorm statistics, updated by other tests' training-mode
+    # passes, make its eval-mode features nearly the same for every input
+    model = M.build_model("menet_corr", backbone="mobilenet_v3_small", hidden=[32]).eval()
+    bb = model.backbone
+    assert bb.first_conv.in_channels == 3 and bb.in_channels == 6
+    names = [r["name"] for r in M.architecture(model, (W, H))]
+    assert names[:5] == ["input", "encoder", "correlation", "adapter", "decoder"]
+    enc = bb.features.encoder
+    with torch.no_grad():
+        f = enc(torch.zeros(1, 3, H, W))
+    assert f.shape[2:] == (H // 8, W // 8)  # the encoder stops at stride 8
+    n_corr = (2 * bb.features.correlation.max_displacement + 1) ** 2
+    assert bb.features.adapter[0].in_channels == f.shape[1] + n_corr
+    a, b = torch.randn(2, 3, H, W), torch.randn(2, 3, H, W)
+    with torch.no_grad():
+        fa, fb = enc(a), enc(b)
+        x = bb.features.adapter(torch.cat([fa, bb.features.correlation(fa, fb)], 1))
+        assert torch.allclose(bb(torch.cat([a, b], 1)), bb.features.decoder(x).mean(dim=(2, 3)), rtol=1e-4, atol=1e-12)
+        ab, ba = bb(torch.cat([a, b], 1)), bb(torch.cat([b, a], 1))  # tiny in eval mode before training
+        assert not torch.allclose(ab, ba, rtol=0.01, atol=0)  # the order matters
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "efficientnet_b0"])
+def test_correlation_backbone_splits_other_backbones_at_stride_8(backbone):
+    bb = M.CorrelationBackbone(backbone)
+    with torch.no_grad():
+        f = bb.features.encoder(torch.zeros(1, 3, H, W))
+        out = bb.eval()(images(2, 6))
+    assert f.shape[2:] == (H // 8, W // 8)
+    assert out.shape == (2, bb.out_features) and bb.out_features == M.Backbone(backbone).out_features
+    with pytest.raises(ValueError, match="no stage at stride 3"):
+        M.CorrelationBackbone("mobilenet_v3_small", stride=3)
+
+
 def save_torchvision(tmp_path, name, **kw):
     torch.manual_seed(5)
     net = getattr(torchvision.models, name)(weights=None, **kw)

@@ -157,7 +157,7 @@ def test_select_last_and_cosine_schedule(walks, monkeypatch):
         tiny_config(lr_schedule="step")
 
 
-@pytest.mark.parametrize("kind", ["mapnet", "menet", "menet_siamese"])
+@pytest.mark.parametrize("kind", ["mapnet", "menet", "menet_siamese", "menet_corr"])
 def test_mapnet_and_menet_train(walks, kind, monkeypatch):
     seen = []
     if kind == "mapnet":  # the relative terms pair neighbours inside each window of 3

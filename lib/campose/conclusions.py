@@ -253,7 +253,7 @@ def compare(profile="quick", labels: str | None = None, studies=("posenet", "map
     """Score every method on ``profile``'s test walks against the true poses.
 
     ``studies``: the loss studies whose PoseNet/MapNet runs enter (trained through the cache, as the
-    chapters train them); ``menet``: add MeNet (stacked and siamese) behind bag-of-words retrieval;
+    chapters train them); ``menet``: add every MeNet run of its study behind bag-of-words retrieval;
     ``structure``: keyword arguments of :class:`campose.localize.StructureLocalizer` (default
     ``max_distance_m=5``: indoors every query is taken near a mapped walk); ``timing_frames``: test
     frames the networks are timed on; ``walkable``: the map predictions are snapped onto (default:

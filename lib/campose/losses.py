@@ -261,11 +261,11 @@ class MapNetLoss(_WeightedLoss):
 
 
 LOSSES: dict[str, type[_WeightedLoss]] = {"posenet": PoseLoss, "mapnet": MapNetLoss, "menet": MeNetLoss,
-                                          "menet_siamese": MeNetLoss}
+                                          "menet_siamese": MeNetLoss, "menet_corr": MeNetLoss}
 
 
 def build_loss(kind: str, **config) -> _WeightedLoss:
-    """The loss for model ``kind`` (``posenet``, ``mapnet``, ``menet``, ``menet_siamese``) with options
+    """The loss for model ``kind`` (``posenet``, ``mapnet``, ``menet``, ``menet_siamese``, ``menet_corr``) with options
     ``h``, ``alpha``, ``learn_weights``, ``s_x``, ``s_q`` (and ``alpha_rel`` for MapNet).
     ``build_loss(**loss.config)`` rebuilds a loss."""
     if kind not in LOSSES:

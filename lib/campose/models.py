@@ -1,4 +1,4 @@
-"""Pose regression networks: PoseNet, MapNet and MeNet (stacked and siamese) on torchvision backbones.
+"""Pose regression networks: PoseNet, MapNet and MeNet (stacked, siamese, correlation) on torchvision backbones.
 
 All models take float images (B, C, H, W) normalised as :func:`campose.dataset.image_to_tensor` makes
 them and return ``(translation, rotation)``:
@@ -10,6 +10,7 @@ model (``build_model``)    input C     output
 ``mapnet``   MapNet        3           position x (B, 3) metres; log map u = log q (B, 3), radians
 ``menet``    MeNet         6           t_rel (B, 3) metres, camera-i axes; unit quaternion q_rel (B, 4)
 ``menet_siamese``          6           as ``menet``
+``menet_corr``             6           as ``menet``
 ========================  ==========  ===========================================================
 
 Poses follow :mod:`campose.geometry`: camera-to-world, w-first quaternions; ``predict_pose`` returns
@@ -144,6 +145,81 @@ class Backbone(nn.Module):
         return self.features(images).mean(dim=(2, 3))
 
 
+class Correlation(nn.Module):
+    """Local correlation of two feature maps (FlowNetC, Dosovitskiy et al. 2015): for every
+    displacement (dy, dx) in [-d, d]^2, the channel mean of ``f1 * f2`` shifted by it.
+    ``(f1, f2) (B, C, H, W) -> (B, (2d + 1)^2, H, W)``, zero outside ``f2``."""
+
+    def __init__(self, max_displacement: int = 4):
+        super().__init__()
+        if not isinstance(max_displacement, (int, np.integer)) or max_displacement < 0:
+            raise ValueError(f"max_displacement must be a non-negative integer, got {max_displacement!r}")
+        self.max_displacement = int(max_displacement)
+
+    def forward(self, f1: torch.Tensor, f2: torch.Tensor) -> torch.Tensor:
+        if f1.shape != f2.shape or f1.ndim != 4:
+            raise ValueError(f"Correlation expects two maps of one shape (B, C, H, W), got {tuple(f1.shape)} "
+                             f"and {tuple(f2.shape)}")
+        d, (h, w) = self.max_displacement, f1.shape[2:]
+        f2 = nn.functional.pad(f2, (d, d, d, d))
+        return torch.stack([(f1 * f2[:, :, dy:dy + h, dx:dx + w]).mean(1)
+                            for dy in range(2 * d + 1) for dx in range(2 * d + 1)], 1)
+
+
+class CorrelationBackbone(nn.Module):
+    """Two images through one shared encoder (the backbone's stages up to ``stride``, 8), their local
+    correlation, then the backbone's remaining stages once, on the first image's features and the
+    correlation, and global average pooling.
+
+    ``images (B, 6, H, W) = cat([image_i, image_j], 1) -> features (B, out_features)``. The
+    correlation compares each place of image i with the places of image j up to
+    ``max_displacement`` feature cells away (4 cells = 32 pixels at stride 8), which is where a
+    stacked input's small early kernels cannot reach and a siamese network's pooled vectors have
+    already lost the geometry. The decoder (the remaining stages) has its own weights; a 1x1
+    convolution maps features plus correlation back to the encoder's channel count.
+    """
+
+    def __init__(self, name: str = "resnet18", weights=None, bn_momentum: float | None = 0.1,
+                 max_displacement: int = 4, stride: int = 8):
+        super().__init__()
+        if not isinstance(stride, (int, np.integer)) or stride < 2:
+            raise ValueError(f"stride must be an integer >= 2, got {stride!r}")
+        encoder, decoder = (Backbone(name, 3, weights, bn_momentum) for _ in range(2))
+        blocks = list(encoder.features.named_children())
+        with torch.no_grad():  # find the last block whose output is at ``stride``
+            x, split, channels = torch.zeros(1, 3, 8 * stride, 8 * stride), None, None
+            for k, (_, m) in enumerate(blocks):
+                x = m.eval()(x)
+                if x.shape[-1] == 8:
+                    split, channels = k + 1, x.shape[1]
+        encoder.train()
+        if split is None:
+            raise ValueError(f"backbone {name} has no stage at stride {stride}")
+        enc = nn.Sequential(OrderedDict(blocks[:split]))
+        corr = Correlation(max_displacement)
+        n_corr = (2 * corr.max_displacement + 1) ** 2
+        adapter = nn.Sequential(nn.Conv2d(channels + n_corr, channels, 1, bias=False), nn.BatchNorm2d(channels),
+                                nn.ReLU(inplace=True))
+        if bn_momentum is not None:
+            adapter[1].momentum = float(bn_momentum)
+        dec = nn.Sequential(OrderedDict(list(decoder.features.named_children())[split:]))
+        self.features = nn.Sequential(OrderedDict([("encoder", enc), ("correlation", corr), ("adapter", adapter),
+                                                   ("decoder", dec)]))
+        self.name, self.in_channels, self.out_features = name, 6, decoder.out_features
+
+    @property
+    def first_conv(self) -> nn.Conv2d:
+        """The encoder's input convolution (3 channels: it sees one image at a time)."""
+        enc = self.features.encoder
+        return enc.conv1 if self.name.startswith("resnet") else enc[0][0]
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        f = self.features.encoder(torch.cat([images[:, :3], images[:, 3:]], 0))  # shared weights, one pass
+        f1, f2 = f.chunk(2, 0)
+        x = self.features.adapter(torch.cat([f1, self.features.correlation(f1, f2)], 1))
+        return self.features.decoder(x).mean(dim=(2, 3))
+
+
 # ---------------------------------------------------------------------------- models
 def translation_stats(t, min_std: float = 0.01) -> dict:
     """``translation_mean`` and ``translation_std`` (metres, per axis) of training translations
@@ -190,7 +266,7 @@ class _PoseRegressor(nn.Module):
         mean, std = _vec3(translation_mean, "translation_mean"), _vec3(translation_std, "translation_std")
         if min(std) <= 0:
             raise ValueError(f"translation_std must be positive, got {std}")
-        self.backbone = Backbone(backbone, 3 if self.siamese else self.in_channels, backbone_weights, bn_momentum)
+        self.backbone = self._make_backbone(backbone, backbone_weights, bn_momentum)
         n = self.backbone.out_features * (2 if self.siamese else 1)
         layers = []
         for h in hidden:
@@ -202,6 +278,9 @@ class _PoseRegressor(nn.Module):
         self.register_buffer("translation_mean", torch.tensor(mean, dtype=torch.float32))
         self.register_buffer("translation_std", torch.tensor(std, dtype=torch.float32))
         self._hidden, self._dropout, self._bn_momentum = [int(h) for h in hidden], float(dropout), bn_momentum
+
+    def _make_backbone(self, name: str, weights, bn_momentum) -> nn.Module:
+        return Backbone(name, 3 if self.siamese else self.in_channels, weights, bn_momentum)
 
     @property
     def config(self) -> dict:
@@ -290,11 +369,25 @@ class SiameseMeNet(MeNet):
     siamese = True
 
 
-MODELS: dict[str, type[_PoseRegressor]] = {m.kind: m for m in (PoseNet, MapNet, MeNet, SiameseMeNet)}
+class CorrelationMeNet(MeNet):
+    """MeNet with a correlation layer (FlowNetC's, Dosovitskiy et al. 2015): :class:`CorrelationBackbone`
+    on the stack (B, 6, H, W), regressed to t_rel (B, 3) metres in camera i's axes and unit q_rel
+    (B, 4). A subclass with another ``max_displacement`` (and its own ``kind``) tries other ranges."""
+
+    kind = "menet_corr"
+    #: feature cells compared in each direction (4 at stride 8: 32 pixels, 81 correlation channels)
+    max_displacement = 4
+
+    def _make_backbone(self, name: str, weights, bn_momentum) -> nn.Module:
+        return CorrelationBackbone(name, weights, bn_momentum, max_displacement=self.max_displacement)
+
+
+MODELS: dict[str, type[_PoseRegressor]] = {m.kind: m for m in (PoseNet, MapNet, MeNet, SiameseMeNet,
+                                                                CorrelationMeNet)}
 
 
 def build_model(kind: str, **config) -> _PoseRegressor:
-    """The model ``kind`` (``posenet``, ``mapnet``, ``menet``, ``menet_siamese``) with ``config``:
+    """The model ``kind`` (``posenet``, ``mapnet``, ``menet``, ``menet_siamese``, ``menet_corr``) with ``config``:
     ``backbone``, ``hidden``, ``dropout``, ``translation_mean``, ``translation_std``,
     ``backbone_weights``. ``build_model(**model.config)`` rebuilds a model's architecture."""
     if kind not in MODELS:

@@ -38,6 +38,9 @@ STUDIES: dict[str, dict[str, dict]] = {
         # profile's pair epochs: on the walks alone MeNet memorises places, not motion
         "stacked, rendered pairs": {"kind": "menet", "loss": "l1", "dense": True},
         "siamese, rendered pairs": {"kind": "menet_siamese", "loss": "l1", "dense": True},
+        # a shared encoder to stride 8, the local correlation of the two images' feature maps, then
+        # the rest of the backbone (FlowNetC's correlation layer; models.CorrelationMeNet)
+        "correlation, rendered pairs": {"kind": "menet_corr", "loss": "l1", "dense": True},
     },
     "posenet": {
         "SmoothL1": {"kind": "posenet", "loss": "smoothl1"},
@@ -290,7 +293,7 @@ def _train_one(profile, name: str, labels: str, changes: dict) -> dict:
 
 
 #: model kinds from the slowest to train per epoch to the fastest (benchmarks/train_speed.py)
-_KIND_COST = ("menet_siamese", "mapnet", "menet", "posenet")
+_KIND_COST = ("menet_siamese", "menet_corr", "mapnet", "menet", "posenet")
 
 
 def train_all(profile, studies=None, labels: str | None = None, jobs: int = 2, progress: bool | None = None,

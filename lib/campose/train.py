@@ -17,10 +17,10 @@ refused: they are never used for training or model selection.
 * **Models.** PoseNet: shuffled frames. MapNet: batches of whole windows of consecutive frames
   (:class:`campose.dataset.WindowBatchSampler`) and the relative terms between neighbours in a window
   (:func:`campose.losses.consecutive_pairs`); unordered views (:mod:`campose.densify`) join its
-  batches as absolute-only items. MeNet (``menet`` and ``menet_siamese``): pairs of one
+  batches as absolute-only items. MeNet (``menet``, ``menet_siamese``, ``menet_corr``): pairs of one
   sequence (:class:`campose.dataset.PairDataset`, resampled every epoch; rendered pairs,
   :func:`campose.densify.render_pairs`, join as their own pairs) as one 6-channel stack, the
-  input both MeNet variants take (the siamese one splits it into its two images); labels are relative
+  input every MeNet variant takes (the siamese and correlation ones split it into its two images); labels are relative
   poses, t_rel in metres in camera i's axes. Translation statistics (:func:`campose.models.translation_stats`)
   come from the training part only.
 * **Augmentation** (:class:`ColourJitter`): brightness, contrast, saturation (and optionally hue) only.
@@ -87,7 +87,7 @@ class CheckpointError(ValueError):
 class TrainConfig:
     """Everything that defines a training run (stored in the checkpoint).
 
-    Model: ``kind`` (posenet, mapnet, menet, menet_siamese), ``backbone``, ``hidden`` (head layer
+    Model: ``kind`` (posenet, mapnet, menet, menet_siamese, menet_corr), ``backbone``, ``hidden`` (head layer
     sizes; None: the model's default), ``dropout``, ``backbone_weights`` (a local state dict file),
     ``bn_momentum`` (BatchNorm running statistics, :class:`campose.models.Backbone`),
     ``bn_recalibration_images`` (:func:`recalibrate_batchnorm` before every validation and at the
