@@ -78,6 +78,12 @@ def _load_torchvision_state(net: nn.Module, name: str, path) -> None:
     net.load_state_dict(body, strict=False)
 
 
+def _first_conv(name: str, features: nn.Sequential) -> nn.Conv2d:
+    """The input convolution of a backbone's ``features`` (or of the first blocks of them):
+    ResNets' ``conv1``; MobileNetV3 and EfficientNet keep it in ``features[0][0]``."""
+    return features.conv1 if name.startswith("resnet") else features[0][0]
+
+
 class Backbone(nn.Module):
     """A torchvision network without its classifier, plus global average pooling.
 
@@ -139,7 +145,7 @@ class Backbone(nn.Module):
     @property
     def first_conv(self) -> nn.Conv2d:
         """The input convolution (its ``in_channels`` equals the backbone's)."""
-        return self.features.conv1 if self.name.startswith("resnet") else self.features[0][0]
+        return _first_conv(self.name, self.features)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.features(images).mean(dim=(2, 3))
@@ -210,8 +216,7 @@ class CorrelationBackbone(nn.Module):
     @property
     def first_conv(self) -> nn.Conv2d:
         """The encoder's input convolution (3 channels: it sees one image at a time)."""
-        enc = self.features.encoder
-        return enc.conv1 if self.name.startswith("resnet") else enc[0][0]
+        return _first_conv(self.name, self.features.encoder)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         f = self.features.encoder(torch.cat([images[:, :3], images[:, 3:]], 0))  # shared weights, one pass

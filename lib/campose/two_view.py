@@ -124,7 +124,8 @@ class EssentialMatrixEstimator:
 class TwoViewResult:
     """:func:`predict_pairs`' answer for one sequence: the pairs (P, 2) of frame indices, unit
     ``direction`` (P, 3), ``q`` (P, 4), ``ok`` (P,), ``inliers`` (P,), and the mean seconds per pair
-    (both images' features, matching and estimation)."""
+    (reading the images and extracting their features, once per frame, then matching and
+    estimation)."""
 
     pairs: np.ndarray
     direction: np.ndarray
