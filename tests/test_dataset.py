@@ -5,7 +5,8 @@ import pytest
 
 from campose.camera import Intrinsics
 from campose.dataset import (DatasetError, ImageCache, PairDataset, PoseDataset, Sequence, WindowBatchSampler,
-                             load_sequence, read_poses, read_rgb, sequence_windows, write_sequence)
+                             image_to_tensor, images_to_tensor, load_sequence, read_poses, read_rgb,
+                             sequence_windows, write_sequence)
 from campose.geometry import camera_rotation
 
 K = Intrinsics.from_fov(64, 48)
@@ -257,6 +258,45 @@ def test_stacked_pairs_share_the_pose_cache(two_sequences):
         PairDataset(two_sequences)
     with pytest.raises(ValueError, match="no pairs"):
         PairDataset([write_sequence(two_sequences[0].root.parent / "one", frames(1), *poses(1), K)], (8, 6))
+
+
+def test_images_to_tensor_is_image_to_tensor_for_a_batch():
+    import torch
+
+    rng = np.random.default_rng(3)
+    for k in (1, 2):
+        imgs = rng.integers(0, 256, (4, 5, 7, 3 * k), dtype=np.uint8)
+        one = torch.stack([torch.cat([image_to_tensor(im[..., 3 * c:3 * c + 3]) for c in range(k)]) for im in imgs])
+        out = images_to_tensor(imgs)
+        assert out.shape == (4, 3 * k, 5, 7) and out.dtype == torch.float32
+        assert torch.equal(out, one)  # bit for bit: batched training keeps the per-image arithmetic
+        assert out.is_contiguous(memory_format=torch.channels_last)
+    for bad in (imgs.astype(np.float32), imgs[0], imgs[..., :4]):
+        with pytest.raises(ValueError, match="uint8 \\(B, H, W, 3k\\)"):
+            images_to_tensor(bad)
+
+
+def test_batches_equal_stacked_items(tmp_path):
+    import torch
+
+    rng = np.random.default_rng(4)
+    seqs = [write_sequence(tmp_path / n, [rng.integers(0, 256, (12, 16, 3), dtype=np.uint8) for _ in range(m)],
+                           *random_poses(m, m), Intrinsics.from_fov(16, 12)) for n, m in (("a", 6), ("b", 5))]
+    base = PoseDataset(seqs, (8, 6))
+    idx = [7, 0, 10, 3, 3]
+    img, x, q = base.batch(idx)
+    items = [base[k] for k in idx]
+    assert torch.equal(img, torch.stack([it[0] for it in items]))
+    assert torch.equal(x, torch.stack([it[1] for it in items])) and torch.equal(q, torch.stack([it[2] for it in items]))
+    for stacked in (True, False):
+        pairs = PairDataset(base, max_gap=2, seed=1, stacked=stacked)
+        k = np.arange(len(pairs))[::-1][:6]
+        got, items = pairs.batch(k), [pairs[int(j)] for j in k]
+        n_img = 1 if stacked else 2
+        for a in range(n_img + 2):  # the images, t_rel, q_rel
+            assert torch.equal(got[a], torch.stack([it[a] for it in items]))
+    jittered = PairDataset(base, max_gap=2, seed=1, stacked=True, transform=lambda t: t * 0 + 1)
+    assert float(jittered.batch([0, 1])[0].min()) == 1.0  # the per-image transform is applied
 
 
 def test_sequence_windows(two_sequences):

@@ -269,6 +269,24 @@ def image_to_tensor(img: np.ndarray, size: tuple[int, int] | None = None, mean=I
     return (t - m) / s
 
 
+def images_to_tensor(images: np.ndarray, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    """A batch of uint8 (B, H, W, 3k) RGB images (k images side by side in the channels, as MeNet
+    stacks a pair) -> float tensor (B, 3k, H, W), normalised per channel exactly as
+    :func:`image_to_tensor` does each image (the same values, bit for bit), in channels-last memory
+    order (the networks' training layout), with no per-image work: the trainer's batches."""
+    import torch
+
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] % 3 or not images.shape[-1]:
+        raise ValueError(f"images_to_tensor takes uint8 (B, H, W, 3k) images, got {images.dtype} {images.shape}")
+    k = images.shape[-1] // 3
+    a = images.astype(np.float32)  # in place from here, channels last: 2-3 times faster than in torch
+    a /= np.float32(255.0)
+    a -= np.tile(np.asarray(mean, np.float32), k)
+    a /= np.tile(np.asarray(std, np.float32), k)
+    return torch.from_numpy(a).permute(0, 3, 1, 2)
+
+
 def resized_image(seq: Sequence, i: int, size: tuple[int, int]) -> np.ndarray:
     """Image ``i`` of ``seq`` as uint8 (H, W, 3) RGB at ``size`` = (width, height) (:func:`resize_rgb`)."""
     return resize_rgb(seq.load_image(i), size)
@@ -373,6 +391,18 @@ class PoseDataset:
             t = self.transform(t)
         return t, torch.from_numpy(self.x[k]), torch.from_numpy(self.q[k]), k
 
+    def batch(self, idx):
+        """Items ``idx`` at once: (images (B, 3, h, w), x (B, 3), q (B, 4)), the values of stacking
+        ``self[k][:3]`` for k in ``idx``, made by :func:`images_to_tensor` (channels-last) rather
+        than image by image; ``transform``, which acts per image, is applied to each."""
+        import torch
+
+        idx = np.asarray(idx, dtype=np.int64).reshape(-1)
+        images = images_to_tensor(np.stack([self.raw_image(int(k)) for k in idx]))
+        if self.transform is not None:
+            images = torch.stack([self.transform(t) for t in images])
+        return images, torch.from_numpy(self.x[idx]), torch.from_numpy(self.q[idx])
+
 
 class PairDataset:
     """torch Dataset of image pairs from one sequence each, for relative-pose models (MeNet).
@@ -457,6 +487,22 @@ class PairDataset:
         return (*images, torch.from_numpy(self.t_rel[k]), torch.from_numpy(self.q_rel[k]),
                 torch.from_numpy(f.x[i]), torch.from_numpy(f.q[i]), torch.from_numpy(f.x[j]), torch.from_numpy(f.q[j]),
                 i, j)
+
+    def batch(self, idx):
+        """Pairs ``idx`` at once: (images, t_rel (B, 3), q_rel (B, 4)), the values of stacking
+        ``self[k]``'s images and relative pose for k in ``idx``; images: one (B, 6, h, w) tensor
+        with ``stacked``, else two (B, 3, h, w), made by :func:`images_to_tensor` (channels-last);
+        ``transform``, which acts per image, is applied to each."""
+        import torch
+
+        idx = np.asarray(idx, dtype=np.int64).reshape(-1)
+        raw = self.frames.raw_image
+        images = images_to_tensor(np.stack([np.concatenate([raw(int(i)), raw(int(j))], axis=-1)
+                                            for i, j in self.pairs[idx]]))
+        if self.transform is not None:
+            images = torch.stack([torch.cat([self.transform(t[:3]), self.transform(t[3:])], 0) for t in images])
+        return (*((images,) if self.stacked else (images[:, :3], images[:, 3:])),
+                torch.from_numpy(self.t_rel[idx]), torch.from_numpy(self.q_rel[idx]))
 
 
 # ---------------------------------------------------------------------------- MapNet windows

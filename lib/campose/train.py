@@ -338,9 +338,10 @@ def _collate(dataset, idx) -> list:
 
 
 def _batch_input(img: torch.Tensor, jitter, device) -> torch.Tensor:
-    """A training batch as the model takes it: jittered (``jitter``: a :class:`ColourJitter` or
-    None) and on ``device`` in channels-last memory order (faster convolutions: 15-20 % per training
-    step on the CPU, ``benchmarks/train_speed.py``)."""
+    """A training batch (from the datasets' ``batch``) as the model takes it: jittered (``jitter``:
+    a :class:`ColourJitter` or None) and on ``device`` in channels-last memory order (faster
+    convolutions: 15-20 % per training step on the CPU, ``benchmarks/train_speed.py``; the
+    datasets' batches come in it, a jittered 6-channel stack does not)."""
     img = img.to(device)
     if jitter is not None:
         img = jitter(img)
@@ -398,7 +399,7 @@ class _AbsoluteTask:
         return self._pairs(len(idx), groups)
 
     def batch_loss(self, model, loss, idx, device):
-        img, x, q, _ = _collate(self.data, idx)
+        img, x, q = self.data.batch(idx)
         t, r = model(_batch_input(img, self.transform, device))
         pairs = (self._batch_pairs(idx).to(device),) if self.mapnet else ()
         return (*_loss_and_terms(loss, t, r, x.to(device), q.to(device), *pairs), len(idx))
@@ -436,7 +437,7 @@ class _RelativeTask:
         return _shuffled_batches(len(self.data), self.cfg.batch_size, self.cfg.seed + epoch)
 
     def batch_loss(self, model, loss, idx, device):
-        img, t_rel, q_rel = _collate(self.data, idx)[:3]
+        img, t_rel, q_rel = self.data.batch(idx)
         t, r = model(_batch_input(img, self.transform, device))
         return (*_loss_and_terms(loss, t, r, t_rel.to(device), q_rel.to(device)), len(idx))
 
