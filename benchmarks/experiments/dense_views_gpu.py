@@ -19,8 +19,10 @@ Steps (``$OUT``: where results go; ``CAMPOSE_DATA`` a scratch folder on the GPU 
     python dense_views_gpu.py train .exp/walks B-12k-20ep 0,1 20 &
     python dense_views_gpu.py train .exp/walks C-6k-40ep 0 40 & wait
 
-``render FOLDER PART N [PARTS]`` renders part PART of PARTS (default 2) of N views; ``train FOLDER
-NAME PARTS EPOCHS [KIND]`` trains ``posenet`` (default) or ``mapnet`` (L1, the study's weights).
+``render FOLDER PART N [PARTS]`` renders part PART of PARTS (default 2) of N views; ``export-views
+FOLDER STAGE`` writes a built dense-view stage as JPEG into FOLDER instead (no rendering there);
+``train FOLDER NAME PARTS EPOCHS [KIND] [FIELD=JSON ...]`` trains ``posenet`` (default) or
+``mapnet`` (L1, the study's weights), with TrainConfig fields changed (e.g. ``lr=0.003``).
 The renderer's numba kernels use every core in each process: when several ``render`` steps run at
 once, give each one thread (``NUMBA_NUM_THREADS=1``). On 2026-11-26 twelve at once with the default
 (16 threads each, 16 cores, 3,000 views each at 640 x 480) finished no part within 9 minutes and
@@ -70,10 +72,30 @@ def export(folder: Path) -> None:
         log(name, len(s))
 
 
+def export_views(stage: Path, folder: Path) -> None:
+    """A built dense-view stage (e.g. ``data/runs/full/dense/truth-6000/dense-views``, already at the
+    network size) as JPEG (quality 75: the walks and 6,000 views then fit in the 64 MB a lent machine takes) in ``folder``, a sequence folder ``train`` reads as a part:
+    the book's own views, with no rendering on the lent machine."""
+    from PIL import Image
+
+    from campose.dataset import load_sequence, write_poses
+
+    s = load_sequence(stage)
+    d = folder / "images"
+    d.mkdir(parents=True, exist_ok=True)
+    names = [f"{i:06d}.jpg" for i in range(len(s))]
+    for i, n in enumerate(names):
+        Image.fromarray(s.load_image(i)).save(d / n, quality=75)
+    write_poses(folder / "poses.csv", names, s.x, s.q)
+    (folder / "intrinsics.json").write_text((s.root / "intrinsics.json").read_text())
+    (folder / "sequence.json").write_text(json.dumps(s.meta, default=str))
+    log(f"exported {len(s)} views of {stage}")
+
+
 def walks(folder: Path) -> dict:
     from campose.dataset import load_sequence
 
-    return {p.name: load_sequence(p) for p in sorted(folder.iterdir())}
+    return {p.name: load_sequence(p) for p in sorted(folder.iterdir()) if p.is_dir()}
 
 
 def render(folder: Path, part: int, n: int, parts: int = 2) -> None:
@@ -98,9 +120,10 @@ def render(folder: Path, part: int, n: int, parts: int = 2) -> None:
     log(f"rendered part {part}: {sl.stop - sl.start} views in {time.time() - t:.0f} s")
 
 
-def train(folder: Path, name: str, parts: list[int], epochs: int, kind: str = "posenet") -> None:
+def train(folder: Path, name: str, parts: list[int], epochs: int, kind: str = "posenet", **changes) -> None:
     """The full profile's dense-view run of ``kind`` (PoseNet: L1, alpha = 10; MapNet: L1) on the
-    training walks plus the view ``parts``, scored on the test walks."""
+    training walks plus the view ``parts``, scored on the test walks. ``changes``: TrainConfig
+    fields over the recipe (e.g. ``lr=0.003``)."""
     import torch
 
     from campose import pipeline
@@ -113,13 +136,13 @@ def train(folder: Path, name: str, parts: list[int], epochs: int, kind: str = "p
     seqs = [s for s in w.values() if s.split == "train"] + [load_sequence(DENSE / f"part{p}") for p in parts]
     test = {n: s for n, s in w.items() if s.split == "test"}
     extra = {"alpha": 10.0} if kind == "posenet" else dict(MAPNET_WEIGHTS)
-    cfg = pipeline.train_config("full", kind=kind, loss="l1", epochs=epochs, **extra)
+    cfg = pipeline.train_config("full", kind=kind, loss="l1", epochs=epochs, **{**extra, **changes})
     t = time.time()
     res = train_run(cfg, seqs, progress=False)
     secs = time.time() - t
     table = evaluate(res.model, test, {"truth": test}, cfg.image_size).table.reset_index()
     row = {"run": name, "kind": kind, "views": sum(len(s) for s in seqs if not s.ordered), "epochs": epochs,
-           "status": res.status, "train_s": secs,
+           "changes": changes, "status": res.status, "train_s": secs,
            "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
            "img_per_s_last": res.history[-1]["samples_per_s"], "table": table.to_dict(orient="records")}
     OUT.mkdir(parents=True, exist_ok=True)
@@ -133,7 +156,11 @@ if __name__ == "__main__":
         export(folder)
     elif cmd == "render":
         render(folder, int(sys.argv[3]), int(sys.argv[4]), *(int(a) for a in sys.argv[5:6]))
+    elif cmd == "export-views":
+        export_views(Path(sys.argv[3]), folder)
     elif cmd == "train":
-        train(folder, sys.argv[3], [int(p) for p in sys.argv[4].split(",")], int(sys.argv[5]), *sys.argv[6:7])
+        kind = [a for a in sys.argv[6:7] if "=" not in a]
+        changes = {k: json.loads(v) for k, v in (a.split("=", 1) for a in sys.argv[6:] if "=" in a)}
+        train(folder, sys.argv[3], [int(p) for p in sys.argv[4].split(",")], int(sys.argv[5]), *kind, **changes)
     else:
         sys.exit(f"unknown step {cmd!r}: export, render or train")
