@@ -183,7 +183,7 @@ def test_dense_stage_samples_around_training_frames_and_is_cached(tiny_profile, 
 
     renders = []
     Fake = counting_renderer(renders)
-    prof = pipeline.profile_with(tiny_profile, dense={"views": 12, "epochs": 2, "seed": 0},
+    prof = pipeline.profile_with(tiny_profile, dense={"views": 12, "epochs": 2, "augment": False, "seed": 0},
                                  train={**tiny_profile.train, "val_fraction": 0.25, "val_gap": 1})
     monkeypatch.setitem(pipeline.PROFILES, "tiny", prof)
     monkeypatch.setattr(pipeline, "get_renderer", lambda profile: Fake(EverywherePlan()))
@@ -206,7 +206,7 @@ def test_dense_stage_samples_around_training_frames_and_is_cached(tiny_profile, 
     assert len(renders) == 17
 
     run = pipeline.train_model("tiny", "dense", labels="truth", dense=True, kind="posenet", progress=False)
-    assert len(run.history) == 2 and run.meta["dense_views"] == 12
+    assert len(run.history) == 2 and run.meta["dense_views"] == 12 and run.config.augment is False
     # a run with its own validation split gets views drawn around its own training frames only
     n_renders = len(renders)
     own = pipeline.train_model("tiny", "dense-own-val", labels="truth", dense=True, kind="posenet", val_fraction=0.5,
@@ -217,7 +217,7 @@ def test_dense_stage_samples_around_training_frames_and_is_cached(tiny_profile, 
     pipeline.train_model("tiny", "dense", labels="truth", dense=True, kind="posenet", progress=False)
     assert len(renders) == n_renders + 12  # the profile's own views and run: still cached
     plain = pipeline.train_model("tiny", "plain", labels="truth", kind="posenet", progress=False)
-    assert len(plain.history) == prof.train["epochs"]
+    assert len(plain.history) == prof.train["epochs"] and plain.config.augment  # the walks alone keep the jitter
     with pytest.raises(ValueError, match="no dense views"):
         pipeline.dense_views(pipeline.profile_with(prof, dense={}), labels="truth")
 
@@ -308,7 +308,8 @@ def test_dense_pairs_stage_draws_around_training_frames_and_menet_runs_use_it(ti
 
     renders = []
     Fake = counting_renderer(renders)
-    prof = pipeline.profile_with(tiny_profile, dense={"views": 4, "epochs": 2, "pairs": 5, "pair_epochs": 3, "seed": 0},
+    prof = pipeline.profile_with(tiny_profile, dense={"views": 4, "epochs": 2, "augment": False, "pairs": 5,
+                                                      "pair_epochs": 3, "seed": 0},
                                  train={**tiny_profile.train, "val_fraction": 0.25, "val_gap": 1, "max_gap": 2})
     monkeypatch.setitem(pipeline.PROFILES, "tiny", prof)
     monkeypatch.setattr(pipeline, "get_renderer", lambda profile: Fake(EverywherePlan()))
@@ -321,8 +322,11 @@ def test_dense_pairs_stage_draws_around_training_frames_and_menet_runs_use_it(ti
     assert seq.meta["around"] == ["cli-train"]
     assert pipeline.dense_sequence("tiny", "menet_siamese", labels="truth").paired and len(renders) == 10  # cached
     assert not pipeline.dense_sequence("tiny", "posenet", labels="truth").paired
-    assert pipeline.dense_epochs("tiny", {"kind": "menet"}) == {"kind": "menet", "epochs": 3}
-    assert pipeline.dense_epochs("tiny", {"kind": "posenet"}) == {"kind": "posenet", "epochs": 2}
+    # the profile's settings for runs on rendered data: epochs; views without colour jitter
+    assert pipeline.dense_changes("tiny", {"kind": "menet"}) == {"kind": "menet", "epochs": 3}
+    assert pipeline.dense_changes("tiny", {"kind": "posenet"}) == {"kind": "posenet", "epochs": 2, "augment": False}
+    assert pipeline.dense_changes("tiny", {"kind": "mapnet", "epochs": 5, "augment": True}) == {
+        "kind": "mapnet", "epochs": 5, "augment": True}  # what the run sets wins
     run = pipeline.train_model("tiny", "menet-pairs", labels="truth", dense=True, kind="menet", progress=False)
     assert len(run.history) == 3 and run.meta["dense_pairs"] == 5 and "dense_views" not in run.meta
     with pytest.raises(ValueError, match="no rendered pairs"):

@@ -56,7 +56,7 @@ def _train(args) -> int:
     if dense is not None and dense < 0:
         raise ValueError(f"--dense-views must be >= 0, got {dense}")
     if dense is not None:
-        changes = pipeline.dense_epochs(prof, changes)
+        changes = pipeline.dense_changes(prof, changes)
     cfg = pipeline.train_config(prof, **changes)  # the profile's training settings, then the options given
     args.labels = args.labels or prof.labels
     labelled, _ = pipeline.labelled_sequences(prof, args.labels)

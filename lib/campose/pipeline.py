@@ -106,7 +106,8 @@ TRAIN_FULL = {"backbone": "mobilenet_v3_small", "epochs": 15, "batch_size": 32, 
 
 PROFILES: dict[str, Profile] = {
     "quick": Profile("quick", ("quick-train", "quick-test"), fps=2.0, render_size=(480, 360), net_size=(64, 48),
-                     train=TRAIN_QUICK, dense={"views": 390, "epochs": 6, "pairs": 200, "pair_epochs": 6, "seed": 1}),
+                     train=TRAIN_QUICK, dense={"views": 390, "epochs": 6, "augment": False, "pairs": 200,
+                                               "pair_epochs": 6, "seed": 1}),
     # full: GLOMAP on all 600k tracks of 2,620 frames ran for over an hour before its last step;
     # 256 tracks per frame (39k in all) and no final retriangulation keep mapping to minutes.
     # min_inliers: 8 % of the verified pairs were false matches between look-alike places, with
@@ -122,7 +123,11 @@ PROFILES: dict[str, Profile] = {
                     # 6,000 views (3.3x the 1,840 walk frames), 20 epochs: PoseNet L1, alpha = 10 went from
                     # 5.63 m / 14.5 deg to 1.22 m / 4.1 deg median on the test walks (35 min of one core)
                     # 4,000 rendered pairs for MeNet, 10 epochs: see the pairs' note in campose.densify
-                    dense={"views": 6000, "epochs": 20, "pairs": 4000, "pair_epochs": 10, "seed": 1}),
+                    # No colour jitter with the views: the test walks are rendered with the same light,
+                    # and without it PoseNet went from 1.31 m to 1.04 m (README; MeNet's pairs keep it:
+                    # the correlation MeNet gave 12.4 deg without it against 12.7 with it)
+                    dense={"views": 6000, "epochs": 20, "augment": False, "pairs": 4000, "pair_epochs": 10,
+                           "seed": 1}),
 }
 
 
@@ -765,16 +770,19 @@ def dense_meta(seq) -> dict:
     return {"dense_pairs": len(seq) // 2} if seq.paired else {"dense_views": len(seq)}
 
 
-def dense_epochs(profile: str | Profile, changes: dict) -> dict:
-    """TrainConfig ``changes`` for a run on the walks plus rendered data: the profile's dense epochs
-    (``profile.dense["epochs"]``; MeNet, on rendered pairs: ``profile.dense["pair_epochs"]``) unless
-    ``changes`` sets ``epochs``."""
+def dense_changes(profile: str | Profile, changes: dict) -> dict:
+    """TrainConfig ``changes`` for a run on the walks plus rendered data, with the profile's settings
+    for such runs where ``changes`` does not set them: ``epochs`` (``profile.dense["epochs"]``; MeNet,
+    on rendered pairs: ``profile.dense["pair_epochs"]``) and ``augment`` (``profile.dense["augment"]``;
+    MeNet: ``profile.dense["pair_augment"]``), each only where the profile has it."""
     prof = get_profile(profile)
-    kind = changes.get("kind", train_config(prof).kind)
-    key = "pair_epochs" if str(kind).startswith("menet") else "epochs"
-    if "epochs" in changes or key not in prof.dense:
-        return dict(changes)
-    return {**changes, "epochs": prof.dense[key]}
+    menet = str(changes.get("kind", train_config(prof).kind)).startswith("menet")
+    out = dict(changes)
+    for field, key in (("epochs", "pair_epochs" if menet else "epochs"),
+                       ("augment", "pair_augment" if menet else "augment")):
+        if field not in out and key in prof.dense:
+            out[field] = prof.dense[key]
+    return out
 
 
 def dense_sequence(profile: str | Profile, kind: str, views: int | None = None, labels: str | None = None,
@@ -827,8 +835,8 @@ def train_model(profile: str | Profile = "quick", name: str = "posenet", labels:
     ``changes``: :class:`campose.train.TrainConfig` fields over :func:`train_config` (e.g.
     ``kind="mapnet", loss="smoothl1"``). ``dense``: also train on extra views rendered around the
     walks (:func:`dense_sequence`: views for PoseNet and MapNet, rendered pairs for MeNet; True: the
-    profile's count, an int: that many), for the profile's dense epochs unless ``epochs`` is given
-    (:func:`dense_epochs`). The cache key holds
+    profile's count, an int: that many), with the profile's settings for such runs (epochs, colour
+    jitter: :func:`dense_changes`) unless ``changes`` sets them. The cache key holds
     the config, the labels (their poses and the stage that made them), the renders and the dense
     views, so a changed label or image retrains. Returns a :class:`campose.train.TrainResult` whose
     checkpoint is ``model_dir(profile, name)/model.pt``."""
@@ -839,7 +847,7 @@ def train_model(profile: str | Profile = "quick", name: str = "posenet", labels:
     if dense is not False and dense is not None and not isinstance(dense, (bool, int)):
         raise ValueError(f"dense must be True, False or a number of views, got {dense!r}")
     if dense:
-        changes = dense_epochs(prof, changes)
+        changes = dense_changes(prof, changes)
     cfg = train_config(prof, **changes)
     seqs, _ = labelled_sequences(prof, labels, progress=progress)
     train_seqs = [s for s in seqs.values() if s.split == "train"]
