@@ -260,20 +260,31 @@ def test_stacked_pairs_share_the_pose_cache(two_sequences):
         PairDataset([write_sequence(two_sequences[0].root.parent / "one", frames(1), *poses(1), K)], (8, 6))
 
 
-def test_images_to_tensor_is_image_to_tensor_for_a_batch():
+def test_images_to_tensor_keeps_the_arithmetic_the_models_were_trained_with():
     import torch
+
+    from campose.dataset import IMAGENET_MEAN, IMAGENET_STD
+
+    def trained_with(im):  # the per-image torch arithmetic of every checkpoint before 2026-11-27
+        t = torch.from_numpy(np.array(im, dtype=np.float32)).permute(2, 0, 1).div_(255.0)
+        return (t - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1)
 
     rng = np.random.default_rng(3)
     for k in (1, 2):
         imgs = rng.integers(0, 256, (4, 5, 7, 3 * k), dtype=np.uint8)
-        one = torch.stack([torch.cat([image_to_tensor(im[..., 3 * c:3 * c + 3]) for c in range(k)]) for im in imgs])
+        ref = torch.stack([torch.cat([trained_with(im[..., 3 * c:3 * c + 3]) for c in range(k)]) for im in imgs])
         out = images_to_tensor(imgs)
         assert out.shape == (4, 3 * k, 5, 7) and out.dtype == torch.float32
-        assert torch.equal(out, one)  # bit for bit: batched training keeps the per-image arithmetic
+        assert torch.equal(out, ref)  # bit for bit: the book's checkpoints see the inputs they learnt on
         assert out.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(image_to_tensor(imgs[0, ..., :3]), ref[0, :3])
+    assert torch.equal(image_to_tensor(imgs[0, ..., :3], size=(7, 5)), ref[0, :3])  # already that size
+    assert image_to_tensor(imgs[0, ..., :3], size=(14, 10)).shape == (3, 10, 14)
     for bad in (imgs.astype(np.float32), imgs[0], imgs[..., :4]):
         with pytest.raises(ValueError, match="uint8 \\(B, H, W, 3k\\)"):
             images_to_tensor(bad)
+    with pytest.raises(ValueError, match="uint8 \\(H, W, 3\\)"):
+        image_to_tensor(imgs[0])  # six channels
 
 
 def test_batches_equal_stacked_items(tmp_path):

@@ -261,19 +261,18 @@ def image_to_tensor(img: np.ndarray, size: tuple[int, int] | None = None, mean=I
     evaluation and serving."""
     import torch
 
-    if size is not None:
-        img = resize_rgb(img, size)
-    t = torch.from_numpy(np.array(img, dtype=np.float32)).permute(2, 0, 1).div_(255.0)
-    m = torch.tensor(mean).view(3, 1, 1)
-    s = torch.tensor(std).view(3, 1, 1)
-    return (t - m) / s
+    img = np.asarray(img if size is None else resize_rgb(img, size))
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[-1] != 3:
+        raise ValueError(f"image_to_tensor takes a uint8 (H, W, 3) RGB image, got {img.dtype} {img.shape}")
+    return images_to_tensor(img[None], mean, std)[0]
 
 
 def images_to_tensor(images: np.ndarray, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     """A batch of uint8 (B, H, W, 3k) RGB images (k images side by side in the channels, as MeNet
-    stacks a pair) -> float tensor (B, 3k, H, W), normalised per channel exactly as
-    :func:`image_to_tensor` does each image (the same values, bit for bit), in channels-last memory
-    order (the networks' training layout), with no per-image work: the trainer's batches."""
+    stacks a pair) -> float tensor (B, 3k, H, W): x / 255, then minus ``mean`` and over ``std`` per
+    channel, in float32 (the arithmetic every model of the book was trained with), in channels-last
+    memory order (the networks' training layout), with no per-image work: the trainer's batches,
+    and through :func:`image_to_tensor` every single image."""
     import torch
 
     images = np.asarray(images)

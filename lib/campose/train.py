@@ -679,6 +679,9 @@ def recalibrate_batchnorm(model: nn.Module, dataset, batch_size: int = 32, max_i
             batch = idx[a:a + batch_size]
             if len(batch) < 2:  # train-mode BatchNorm needs two values per channel
                 break
+            # item by item (contiguous NCHW), not dataset.batch (channels-last): the convolutions'
+            # arithmetic differs by the last bit between the two layouts, and the statistics of
+            # every trained checkpoint were computed this way
             model(_collate(dataset, batch)[0].to(device))
             used += len(batch)
     finally:
